@@ -1,0 +1,110 @@
+//! Frame capture: the [`FrameSource`] seam every source implements (replayed files, the synthetic
+//! phantom, V4L2 grabbers), the metadata a frame carries, and the ROI conversion into RGB.
+//!
+//! The ROI is converted in the capture thread, into a buffer from a preallocated pool, so the
+//! inference thread only ever sees tightly packed RGB of the region the model should look at.
+
+pub mod still;
+pub mod synthetic;
+
+use std::time::{Duration, SystemTime};
+
+/// Pixel layouts a source can deliver (V4L2 fourcc names in comments).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PixelFormat {
+    /// RGB3: R, G, B bytes.
+    Rgb24,
+    /// BGR3: B, G, R bytes.
+    Bgr24,
+    /// GREY: one byte.
+    Grey,
+    /// YUYV 4:2:2 packed.
+    Yuyv,
+}
+
+/// YCbCr matrix, for the YUV formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ColorSpace {
+    Bt601,
+    Bt709,
+}
+
+/// Quantization range of the samples.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Range {
+    /// 16-235 (studio swing).
+    Limited,
+    /// 0-255.
+    Full,
+}
+
+/// Field order of the buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FieldOrder {
+    Progressive,
+    Interlaced,
+}
+
+/// Everything the pipeline needs to know about one captured buffer, besides its bytes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FrameMeta {
+    pub width: u32,
+    pub height: u32,
+    pub format: PixelFormat,
+    /// Bytes per line, padding included.
+    pub stride: usize,
+    pub color_space: ColorSpace,
+    pub range: Range,
+    pub field: FieldOrder,
+    /// The source's own sequence number (the driver's for V4L2); gaps are frames the source dropped.
+    pub sequence: u64,
+    /// Capture time on the monotonic clock (CLOCK_MONOTONIC, as V4L2 stamps buffers).
+    pub monotonic: Duration,
+    /// Capture time on the wall clock (may be 1970 on a Pi before NTP).
+    pub wall: SystemTime,
+}
+
+/// A frame borrowed from its source until the next call to [`FrameSource::next_frame`].
+#[derive(Debug, Clone, Copy)]
+pub struct Frame<'a> {
+    pub meta: FrameMeta,
+    pub data: &'a [u8],
+}
+
+/// The state of a source, published in `status`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case", tag = "state", content = "detail")]
+pub enum SourceState {
+    Streaming,
+    /// Waiting for the device or files to appear; the detail says what is missing.
+    Waiting(String),
+    /// Finished (a replay that does not loop).
+    Ended,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    /// The buffer could not be used (truncated, corrupt); the frame is skipped and counted.
+    #[error("corrupt frame: {0}")]
+    Corrupt(String),
+    /// The source is gone or not there yet; the caller reports it and retries later.
+    #[error("source unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Where frames come from. `next_frame` blocks until a frame is due (or a short timeout passes,
+/// returning `Ok(None)`, so the caller can see its stop flag).
+pub trait FrameSource: Send {
+    /// What this source is, for logs and status (e.g. `synthetic seed=7`).
+    fn describe(&self) -> String;
+    /// The next frame, `Ok(None)` on timeout, `Err` when it is corrupt or the source is unavailable.
+    fn next_frame(&mut self) -> Result<Option<Frame<'_>>, CaptureError>;
+    /// True once a finite source has delivered everything.
+    fn ended(&self) -> bool {
+        false
+    }
+}

@@ -1,0 +1,103 @@
+//! `sonoedge bench`: load + optimize time, preprocessing and inference percentiles, memory.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use clap::Args;
+use serde_json::json;
+
+use super::ModelArgs;
+use crate::capture::still::{load_still, Still};
+use crate::infer::Model;
+use crate::preprocess::{Layout, Preprocessor};
+use crate::sysinfo::proc_status_kb;
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Timed runs (after warm-up).
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    pub runs: u32,
+    /// Untimed warm-up runs.
+    #[arg(long, default_value_t = 2)]
+    pub warmup: u32,
+    /// Image to preprocess and classify; default: a 1280x720 RGB noise frame.
+    #[arg(long)]
+    pub image: Option<PathBuf>,
+}
+
+/// Runs the benchmark on an already loaded model and prints one JSON object.
+pub fn run(args: &BenchArgs, model: &Model) -> anyhow::Result<()> {
+    let rss_after_load_kb = proc_status_kb("VmRSS");
+    let frame = match &args.image {
+        Some(p) => load_still(p)?,
+        None => noise_frame(1280, 720),
+    };
+    let mut pre = Preprocessor::new(model.preprocess());
+    let mut session = model.session()?;
+    let (mut pre_ms, mut infer_ms) = (Vec::new(), Vec::new());
+    for i in 0..args.warmup + args.runs {
+        let t0 = Instant::now();
+        pre.run(frame.view(), session.input_mut())?;
+        let t1 = Instant::now();
+        session.run()?;
+        if i >= args.warmup {
+            pre_ms.push((t1 - t0).as_secs_f64() * 1e3);
+            infer_ms.push(t1.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    let mb = |kb: Option<u64>| kb.map(|k| k as f64 / 1024.0);
+    let report = json!({
+        "model": model.contract.onnx.display().to_string(),
+        "model_format": model.info.format.as_str(),
+        "model_sha256": model.sha256,
+        "model_file_mb": std::fs::metadata(&model.contract.onnx).map(|m| m.len() as f64 / 1048576.0).ok(),
+        "threads": model.threads,
+        "runs": args.runs,
+        "input": format!("{}x{} {:?}", frame.width, frame.height, frame.layout),
+        "load_optimize_ms": model.load_ms,
+        "preprocess_ms_p50": percentile(&mut pre_ms, 50.0),
+        "preprocess_ms_p95": percentile(&mut pre_ms, 95.0),
+        "infer_ms_p50": percentile(&mut infer_ms, 50.0),
+        "infer_ms_p95": percentile(&mut infer_ms, 95.0),
+        "rss_after_load_mb": mb(rss_after_load_kb),
+        "rss_mb": mb(proc_status_kb("VmRSS")),
+        "peak_rss_mb": mb(proc_status_kb("VmHWM")),
+    });
+    println!("{report}");
+    Ok(())
+}
+
+/// Nearest-rank percentile (sorts in place).
+pub fn percentile(values: &mut [f64], pct: f64) -> f64 {
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    values.sort_by(f64::total_cmp);
+    let rank = ((pct / 100.0) * values.len() as f64).ceil() as usize;
+    values[rank.clamp(1, values.len()) - 1]
+}
+
+/// A deterministic noise frame (xorshift), so runs are comparable without an input file.
+fn noise_frame(width: u32, height: u32) -> Still {
+    let mut x: u32 = 0x9E37_79B9;
+    let data = (0..width * height * 3).map(|_| {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        (x >> 24) as u8
+    }).collect();
+    Still { width, height, layout: Layout::Rgb8, data }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn percentile_uses_nearest_rank() {
+        let mut v: Vec<f64> = (1..=20).map(f64::from).collect();
+        assert_eq!(super::percentile(&mut v, 50.0), 10.0);
+        assert_eq!(super::percentile(&mut v, 95.0), 19.0);
+        assert_eq!(super::percentile(&mut v, 100.0), 20.0);
+    }
+}

@@ -1,0 +1,245 @@
+//! The daemon's configuration: one TOML file, unknown keys rejected, every value checked at start.
+//!
+//! A bad value is a [`ConfigError`] naming the key and what is allowed (exit 78). A device or broker
+//! that is absent is not a config error: the daemon starts, retries and reports it in `status`.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {0}: {1}")]
+    Read(PathBuf, std::io::Error),
+    #[error("config {0}: {1}")]
+    Parse(PathBuf, String),
+    #[error("config {0}: `{1}`: {2}")]
+    Invalid(PathBuf, &'static str, String),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Topics live under `sonoedge/<device_id>/`; default: derived from /etc/machine-id.
+    pub device_id: Option<String>,
+    pub model: ModelConfig,
+    pub source: SourceConfig,
+    #[serde(default)]
+    pub pipeline: PipelineConfig,
+    #[serde(default)]
+    pub mqtt: MqttConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// An `.onnx` file or an optimum export folder holding exactly one.
+    pub path: PathBuf,
+    #[serde(default = "one")]
+    pub threads: usize,
+    /// Labels in output order, instead of config.json's id2label.
+    pub labels: Option<Vec<String>>,
+    /// A preprocessor_config.json to use instead of the one beside the model.
+    pub preprocessor: Option<PathBuf>,
+}
+
+/// Where frames come from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, tag = "kind", rename_all = "lowercase")]
+pub enum SourceConfig {
+    /// The built-in ultrasound phantom (no hardware).
+    Synthetic {
+        #[serde(default)]
+        seed: u64,
+        #[serde(default = "fifteen")]
+        fps: f64,
+        #[serde(default)]
+        roi: Option<[u32; 4]>,
+    },
+    /// Image files replayed at `fps`: `path` is a folder (sorted) or a single file.
+    Images {
+        path: PathBuf,
+        #[serde(default = "fifteen")]
+        fps: f64,
+        #[serde(default = "yes", rename = "loop")]
+        looping: bool,
+        #[serde(default)]
+        roi: Option<[u32; 4]>,
+    },
+}
+
+impl SourceConfig {
+    /// The ROI `[x, y, width, height]` in source pixels; `None` = the whole frame.
+    pub fn roi(&self) -> Option<[u32; 4]> {
+        match self {
+            SourceConfig::Synthetic { roi, .. } | SourceConfig::Images { roi, .. } => *roi,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PipelineConfig {
+    /// At most this many inferences per second (0 = as fast as the model runs).
+    pub max_fps: f64,
+    /// A frame whose mean luma (0-255) is below this is "no signal": nothing is inferred.
+    pub no_signal_luma: f64,
+    /// A frame whose mean absolute difference to the last inferred one is below this is "frozen".
+    pub frozen_mad: f64,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig { max_fps: 10.0, no_signal_luma: 8.0, frozen_mad: 0.5 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqttConfig {
+    /// `mqtt://host:port` or `mqtts://host:port`; env SONOEDGE_MQTT_URL overrides.
+    pub url: String,
+    pub qos: u8,
+    pub topic_prefix: String,
+    /// Seconds between `stats` messages (0 = off).
+    pub stats_interval_s: u64,
+    /// Results held while the broker is unreachable; the oldest is dropped (and counted) when full.
+    pub queue_capacity: usize,
+    pub keep_alive_s: u64,
+    /// env SONOEDGE_MQTT_USERNAME overrides.
+    pub username: Option<String>,
+    /// A file holding the password (never on the command line); env SONOEDGE_MQTT_PASSWORD overrides.
+    pub password_file: Option<PathBuf>,
+    pub ca_file: Option<PathBuf>,
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        MqttConfig {
+            url: "mqtt://127.0.0.1:1883".into(),
+            qos: 1,
+            topic_prefix: "sonoedge".into(),
+            stats_interval_s: 10,
+            queue_capacity: 256,
+            keep_alive_s: 15,
+            username: None,
+            password_file: None,
+            ca_file: None,
+            client_cert: None,
+            client_key: None,
+        }
+    }
+}
+
+fn one() -> usize {
+    1
+}
+fn fifteen() -> f64 {
+    15.0
+}
+fn yes() -> bool {
+    true
+}
+
+impl Config {
+    /// Reads, parses and checks the file; environment overrides are applied.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read(path.to_path_buf(), e))?;
+        let mut cfg: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse(path.to_path_buf(), e.to_string()))?;
+        cfg.apply_env();
+        cfg.check(path)?;
+        Ok(cfg)
+    }
+
+    fn apply_env(&mut self) {
+        if let Ok(url) = std::env::var("SONOEDGE_MQTT_URL") {
+            self.mqtt.url = url;
+        }
+        if let Ok(user) = std::env::var("SONOEDGE_MQTT_USERNAME") {
+            self.mqtt.username = Some(user);
+        }
+    }
+
+    fn check(&self, path: &Path) -> Result<(), ConfigError> {
+        let bad = |key: &'static str, why: String| Err(ConfigError::Invalid(path.to_path_buf(), key, why));
+        if let Some(id) = &self.device_id {
+            if !valid_topic_level(id) {
+                return bad("device_id", format!("{id:?} must be 1-64 characters of a-z, A-Z, 0-9, '-' or '_'"));
+            }
+        }
+        if !(1..=64).contains(&self.model.threads) {
+            return bad("model.threads", format!("{} is not between 1 and 64", self.model.threads));
+        }
+        if self.mqtt.qos > 2 {
+            return bad("mqtt.qos", format!("{} is not 0, 1 or 2", self.mqtt.qos));
+        }
+        if !(self.mqtt.url.starts_with("mqtt://") || self.mqtt.url.starts_with("mqtts://")) {
+            return bad("mqtt.url", format!("{:?} must start with mqtt:// or mqtts://", self.mqtt.url));
+        }
+        if !valid_topic_level(&self.mqtt.topic_prefix) {
+            return bad("mqtt.topic_prefix", format!("{:?} must be one topic level of a-z, A-Z, 0-9, '-' or '_'", self.mqtt.topic_prefix));
+        }
+        if self.mqtt.queue_capacity == 0 || self.mqtt.keep_alive_s < 5 {
+            return bad("mqtt.queue_capacity", "queue_capacity must be >= 1 and keep_alive_s >= 5".into());
+        }
+        if !(self.pipeline.max_fps >= 0.0 && self.pipeline.max_fps <= 1000.0) {
+            return bad("pipeline.max_fps", format!("{} is not between 0 and 1000", self.pipeline.max_fps));
+        }
+        self.check_source(path)
+    }
+
+    fn check_source(&self, path: &Path) -> Result<(), ConfigError> {
+        let fps = match &self.source {
+            SourceConfig::Synthetic { fps, .. } | SourceConfig::Images { fps, .. } => *fps,
+        };
+        if !(fps > 0.0 && fps <= 240.0) {
+            return Err(ConfigError::Invalid(path.to_path_buf(), "source.fps", format!("{fps} is not above 0 and at most 240")));
+        }
+        if let Some([_, _, w, h]) = self.source.roi() {
+            if w < 16 || h < 16 {
+                return Err(ConfigError::Invalid(path.to_path_buf(), "source.roi", format!("[x, y, width, height] with width {w} and height {h}: both must be at least 16")));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One MQTT topic level of safe characters.
+pub fn valid_topic_level(s: &str) -> bool {
+    (1..=64).contains(&s.len()) && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<Config, ConfigError> {
+        let p = std::env::temp_dir().join(format!("sonoedge-config-{}-{}.toml", std::process::id(), text.len()));
+        std::fs::write(&p, text).unwrap();
+        Config::load(&p)
+    }
+
+    const MINIMAL: &str = "[model]\npath = \"m\"\n[source]\nkind = \"synthetic\"\n";
+
+    #[test]
+    fn a_minimal_config_takes_documented_defaults() {
+        let c = load(MINIMAL).unwrap();
+        assert_eq!((c.mqtt.qos, c.mqtt.stats_interval_s, c.pipeline.max_fps), (1, 10, 10.0));
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_by_name() {
+        let e = load(&format!("{MINIMAL}[mqtt]\nbrokr = \"x\"\n")).unwrap_err().to_string();
+        assert!(e.contains("brokr"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        for (extra, key) in [("[mqtt]\nqos = 3\n", "mqtt.qos"), ("[mqtt]\nurl = \"tcp://x\"\n", "mqtt.url"), ("[pipeline]\nmax_fps = -1\n", "pipeline.max_fps")] {
+            let e = load(&format!("{MINIMAL}{extra}")).unwrap_err().to_string();
+            assert!(e.contains(key), "{extra}: {e}");
+        }
+    }
+}

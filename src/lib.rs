@@ -1,0 +1,11 @@
+//! sonoedge: ultrasound frames -> ViT classifier (tract) -> class probabilities over MQTT.
+//!
+//! Crate map (dependencies point down only):
+//! `cli` -> `capture` -> `preprocess` -> `infer`; `publish` and `pipeline` join them in the daemon.
+
+pub mod capture;
+pub mod cli;
+pub mod config;
+pub mod infer;
+pub mod preprocess;
+pub mod sysinfo;
