@@ -7,5 +7,7 @@ pub mod capture;
 pub mod cli;
 pub mod config;
 pub mod infer;
+pub mod pipeline;
 pub mod preprocess;
+pub mod publish;
 pub mod sysinfo;

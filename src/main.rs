@@ -1,7 +1,7 @@
 //! The `sonoedge` binary: parse arguments, start logging, run the command, map errors to exit codes.
 
 use clap::Parser;
-use sonoedge::cli::{self, Cli, Command, EXIT_CONFIG};
+use sonoedge::cli::{self, Cli, Command, ModelArgs, EXIT_CONFIG};
 
 fn main() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
@@ -10,23 +10,25 @@ fn main() {
 }
 
 fn run(cli: Cli) -> i32 {
-    let model_args = match &cli.command {
-        Command::Classify(a) => &a.model,
-        Command::Bench(a) => &a.model,
-    };
-    let model = match model_args.load() {
-        Ok(m) => m,
-        Err(e) => {
-            eprintln!("sonoedge: error: {e}");
-            return EXIT_CONFIG;
-        }
-    };
     let result = match &cli.command {
-        Command::Classify(a) => cli::classify::run(a, &model).map(|failed| if failed > 0 { 1 } else { 0 }),
-        Command::Bench(a) => cli::bench::run(a, &model).map(|()| 0),
+        Command::Classify(a) => with_model(&a.model, |m| cli::classify::run(a, m).map(|failed| i32::from(failed > 0))),
+        Command::Bench(a) => with_model(&a.model, |m| cli::bench::run(a, m).map(|()| 0)),
+        Command::Phantom(a) => cli::phantom::run(a).map(|()| 0),
+        Command::Run(a) => return cli::run::run(a).map(|()| 0).unwrap_or_else(|e| report(&e.to_string(), e.exit_code())),
+        Command::Check(a) => return cli::check::run(a).unwrap_or_else(|e| report(&e.to_string(), e.exit_code())),
     };
-    result.unwrap_or_else(|e| {
-        eprintln!("sonoedge: error: {e:#}");
-        1
-    })
+    result.unwrap_or_else(|e| report(&format!("{e:#}"), 1))
+}
+
+/// Loads the model first: an unusable model exits 78 before any input is touched.
+fn with_model(args: &ModelArgs, f: impl FnOnce(&sonoedge::infer::Model) -> anyhow::Result<i32>) -> anyhow::Result<i32> {
+    match args.load() {
+        Ok(model) => f(&model),
+        Err(e) => Ok(report(&e.to_string(), EXIT_CONFIG)),
+    }
+}
+
+fn report(message: &str, code: i32) -> i32 {
+    eprintln!("sonoedge: error: {message}");
+    code
 }

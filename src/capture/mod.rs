@@ -4,6 +4,8 @@
 //! The ROI is converted in the capture thread, into a buffer from a preallocated pool, so the
 //! inference thread only ever sees tightly packed RGB of the region the model should look at.
 
+pub mod convert;
+pub mod images;
 pub mod still;
 pub mod synthetic;
 
@@ -107,4 +109,12 @@ pub trait FrameSource: Send {
     fn ended(&self) -> bool {
         false
     }
+}
+
+/// Now on CLOCK_MONOTONIC, the clock V4L2 stamps buffers with.
+pub fn monotonic_now() -> Duration {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes one timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }

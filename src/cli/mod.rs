@@ -1,7 +1,10 @@
 //! Command-line surface: argument definitions and one module per subcommand.
 
 pub mod bench;
+pub mod check;
 pub mod classify;
+pub mod phantom;
+pub mod run;
 
 use std::path::PathBuf;
 
@@ -25,6 +28,12 @@ pub enum Command {
     Classify(classify::ClassifyArgs),
     /// Time loading, preprocessing and inference; one JSON object on stdout.
     Bench(bench::BenchArgs),
+    /// Run the daemon: frames in, predictions out over MQTT, until SIGTERM.
+    Run(run::RunArgs),
+    /// Validate config and model, try the source and the broker once, print a verdict.
+    Check(run::RunArgs),
+    /// Write synthetic ultrasound phantom frames and their ground truth.
+    Phantom(phantom::PhantomArgs),
 }
 
 /// How to find and run the model; shared by every command that loads one.

@@ -1,0 +1,104 @@
+//! Replays image files (a folder, sorted by name, or one file) at a fixed rate, looping or once.
+//! Each file is decoded when it is due, so a replay allocates per frame; live sources do not.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime};
+
+use super::still::{load_still, Still};
+use super::{CaptureError, ColorSpace, FieldOrder, Frame, FrameMeta, FrameSource, PixelFormat, Range};
+use crate::preprocess::Layout;
+
+pub struct ImageSource {
+    path: PathBuf,
+    files: Vec<PathBuf>,
+    interval: Duration,
+    looping: bool,
+    next_at: Instant,
+    index: u64,
+    ended: bool,
+    current: Option<Still>,
+}
+
+impl ImageSource {
+    pub fn new(path: PathBuf, fps: f64, looping: bool) -> ImageSource {
+        ImageSource { path, files: Vec::new(), interval: Duration::from_secs_f64(1.0 / fps), looping, next_at: Instant::now(),
+            index: 0, ended: false, current: None }
+    }
+
+    /// Lists the files; an absent or empty folder is "unavailable" (retried), not fatal.
+    fn scan(&mut self) -> Result<(), CaptureError> {
+        let unavailable = |why: String| CaptureError::Unavailable(why);
+        if self.path.is_file() {
+            self.files = vec![self.path.clone()];
+            return Ok(());
+        }
+        let entries = std::fs::read_dir(&self.path).map_err(|e| unavailable(format!("cannot read image folder {}: {e}", self.path.display())))?;
+        let mut files: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().and_then(|x| x.to_str()).is_some_and(|x| matches!(x.to_ascii_lowercase().as_str(), "png" | "jpg" | "jpeg" | "bmp")))
+            .collect();
+        files.sort();
+        if files.is_empty() {
+            return Err(unavailable(format!("no PNG/JPEG/BMP images in {}", self.path.display())));
+        }
+        self.files = files;
+        Ok(())
+    }
+
+    fn wait_until_due(&mut self) -> bool {
+        let now = Instant::now();
+        if now < self.next_at {
+            std::thread::sleep((self.next_at - now).min(Duration::from_millis(200)));
+            return Instant::now() >= self.next_at;
+        }
+        true
+    }
+}
+
+impl FrameSource for ImageSource {
+    fn describe(&self) -> String {
+        format!("images {}", self.path.display())
+    }
+
+    fn next_frame(&mut self) -> Result<Option<Frame<'_>>, CaptureError> {
+        if self.files.is_empty() {
+            self.scan()?;
+        }
+        if self.ended || !self.wait_until_due() {
+            return Ok(None);
+        }
+        self.next_at += self.interval;
+        let n = self.files.len() as u64;
+        if !self.looping && self.index >= n {
+            self.ended = true;
+            return Ok(None);
+        }
+        let path = &self.files[(self.index % n) as usize];
+        let sequence = self.index;
+        self.index += 1;
+        let still = load_still(path).map_err(|e| CaptureError::Corrupt(format!("{}: {e:#}", path.display())))?;
+        let still = self.current.insert(still);
+        let (format, bpp) = match still.layout {
+            Layout::Rgb8 => (PixelFormat::Rgb24, 3),
+            Layout::Grey8 => (PixelFormat::Grey, 1),
+        };
+        let meta = FrameMeta { width: still.width, height: still.height, format, stride: still.width as usize * bpp,
+            color_space: ColorSpace::Bt709, range: Range::Full, field: FieldOrder::Progressive, sequence,
+            monotonic: super::monotonic_now(), wall: SystemTime::now() };
+        Ok(Some(Frame { meta, data: &still.data }))
+    }
+
+    fn ended(&self) -> bool {
+        self.ended
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_folder_is_unavailable_not_fatal() {
+        let mut s = ImageSource::new("/nonexistent/sonoedge".into(), 100.0, true);
+        assert!(matches!(s.next_frame(), Err(CaptureError::Unavailable(_))));
+    }
+}

@@ -1,0 +1,71 @@
+//! `sonoedge check --config FILE`: validates config and model, tries the source and the broker once,
+//! and prints one verdict line per part. Exit 0 all good, 78 config/model unusable, 69 source or
+//! broker unreachable now (which `run` would tolerate and retry).
+
+use std::time::{Duration, Instant};
+
+use super::run::{build_source, identity, load_model, mqtt_settings, RunArgs, StartError};
+use crate::config::Config;
+use crate::publish::mqtt::parse_url;
+
+pub const EXIT_UNAVAILABLE: i32 = 69;
+
+pub fn run(args: &RunArgs) -> Result<i32, StartError> {
+    let cfg = Config::load(&args.config).map_err(|e| StartError::Config(e.to_string()))?;
+    println!("config  ok: {}", args.config.display());
+    let model = load_model(&cfg)?;
+    println!("model   ok: {} ({}, labels {:?}, sha256 {})", model.contract.onnx.display(), model.info.format.as_str(), model.labels(), model.sha256);
+    let id = identity(&cfg, &model)?;
+    println!("device  ok: topics under {}/{}/", cfg.mqtt.topic_prefix, id.device_id);
+    let source_ok = try_source(&cfg);
+    let broker_ok = try_broker(&cfg)?;
+    Ok(if source_ok && broker_ok { 0 } else { EXIT_UNAVAILABLE })
+}
+
+fn try_source(cfg: &Config) -> bool {
+    let mut source = build_source(&cfg.source);
+    let name = source.describe();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        match source.next_frame() {
+            Ok(Some(f)) => {
+                println!("source  ok: {name} gives {}x{} {:?}", f.meta.width, f.meta.height, f.meta.format);
+                return true;
+            }
+            Ok(None) => continue,
+            Err(e) => {
+                println!("source  UNAVAILABLE: {name}: {e} (the daemon would keep retrying)");
+                return false;
+            }
+        }
+    }
+    println!("source  UNAVAILABLE: {}: no frame within 5 s", source.describe());
+    false
+}
+
+fn try_broker(cfg: &Config) -> Result<bool, StartError> {
+    let settings = mqtt_settings(&cfg.mqtt)?;
+    let (_, host, port) = parse_url(&settings.url).map_err(|e| StartError::Config(e.to_string()))?;
+    let mut options = rumqttc::MqttOptions::new(format!("sonoedge-check-{}", std::process::id()), host, port);
+    options.set_keep_alive(Duration::from_secs(5));
+    if let Some(u) = &settings.username {
+        options.set_credentials(u, settings.password.clone().unwrap_or_default());
+    }
+    if settings.url.starts_with("mqtts://") {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let ca = settings.ca_file.as_ref().and_then(|p| std::fs::read(p).ok()).unwrap_or_default();
+        options.set_transport(rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Simple { ca, alpn: None, client_auth: None }));
+    }
+    let (_client, mut connection) = rumqttc::Client::new(options, 4);
+    let verdict = match connection.recv_timeout(Duration::from_secs(5)) {
+        Ok(Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_)))) => Ok(()),
+        Ok(Ok(other)) => Err(format!("unexpected first event {other:?}")),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("no answer within 5 s".into()),
+    };
+    match &verdict {
+        Ok(()) => println!("broker  ok: {}", settings.url),
+        Err(e) => println!("broker  UNAVAILABLE: {}: {e} (the daemon would keep retrying)", settings.url),
+    }
+    Ok(verdict.is_ok())
+}

@@ -1,0 +1,152 @@
+//! The payloads sonoedge publishes, one struct per topic, versioned by `schema` (see schemas/).
+//!
+//! A prediction is built in the inference thread and serialized only when it is handed to the MQTT
+//! client, so `age_ms` is true even after it waited in the offline queue.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+pub const PREDICTION_SCHEMA: &str = "sonoedge.prediction.v1";
+pub const STATUS_SCHEMA: &str = "sonoedge.status.v1";
+pub const STATS_SCHEMA: &str = "sonoedge.stats.v1";
+
+/// Milliseconds spent in each stage, from the capture timestamp on.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct LatencyMs {
+    /// Capture timestamp -> preprocessing starts (ROI conversion + hand-off wait).
+    pub capture_to_preprocess: f64,
+    pub preprocess: f64,
+    pub inference: f64,
+    /// Inference done -> handed to the MQTT client.
+    pub to_mqtt: f64,
+}
+
+/// One inference result.
+#[derive(Debug, Clone)]
+pub struct Prediction {
+    pub frame: u64,
+    pub source_sequence: u64,
+    pub captured_wall: SystemTime,
+    pub captured_monotonic: Duration,
+    /// When the frame was captured, on this process's clock (for ages).
+    pub captured_at: Instant,
+    pub inferred_at: Instant,
+    pub label: String,
+    pub probs: Vec<(String, f64)>,
+    pub latency: LatencyMs,
+}
+
+/// Identity fields every payload carries.
+#[derive(Debug, Clone, Serialize)]
+pub struct Identity {
+    pub device_id: String,
+    pub model_sha256: String,
+    pub preprocess_digest: String,
+}
+
+impl Prediction {
+    /// The JSON payload, with `to_mqtt` and `age_ms` taken now.
+    pub fn to_json(&self, id: &Identity, now: Instant) -> Value {
+        let mut latency = self.latency;
+        latency.to_mqtt = ms(now.saturating_duration_since(self.inferred_at));
+        let probs: Map<String, Value> = self.probs.iter().map(|(l, p)| (l.clone(), Value::from(*p))).collect();
+        serde_json::json!({
+            "schema": PREDICTION_SCHEMA,
+            "device_id": id.device_id,
+            "frame": self.frame,
+            "source_sequence": self.source_sequence,
+            "captured_at": rfc3339_ms(self.captured_wall),
+            "captured_monotonic_ms": self.captured_monotonic.as_millis() as u64,
+            "clock_synced": clock_synced(),
+            "label": self.label,
+            "probs": probs,
+            "model_sha256": id.model_sha256,
+            "preprocess_digest": id.preprocess_digest,
+            "latency_ms": latency,
+            "age_ms": ms(now.saturating_duration_since(self.captured_at)),
+            "assistive_only": true,
+        })
+    }
+}
+
+/// The daemon's state as published (retained) on `status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    pub schema: &'static str,
+    /// `online`, `offline` (Last Will) or `stopped`.
+    pub state: &'static str,
+    pub device_id: String,
+    pub version: &'static str,
+    pub source: String,
+    /// `streaming`, `waiting` or `ended`.
+    pub source_state: String,
+    /// Why predictions are (not) being published: `inferring`, `no_signal`, `frozen`, `roi_mismatch`, `source_waiting`...
+    pub gate: String,
+    pub detail: Option<String>,
+    pub model_sha256: String,
+    pub preprocess_digest: String,
+    pub time: String,
+}
+
+impl Status {
+    pub fn new(id: &Identity, state: &'static str, source: &str) -> Status {
+        Status {
+            schema: STATUS_SCHEMA,
+            state,
+            device_id: id.device_id.clone(),
+            version: env!("CARGO_PKG_VERSION"),
+            source: source.to_string(),
+            source_state: "starting".into(),
+            gate: "starting".into(),
+            detail: None,
+            model_sha256: id.model_sha256.clone(),
+            preprocess_digest: id.preprocess_digest.clone(),
+            time: rfc3339_ms(SystemTime::now()),
+        }
+    }
+}
+
+pub fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
+}
+
+/// RFC 3339 UTC with milliseconds, e.g. `2026-11-27T19:05:01.123Z`.
+pub fn rfc3339_ms(t: SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+/// True when the kernel says the clock is synchronised (NTP), as `timedatectl` reports it.
+pub fn clock_synced() -> bool {
+    // SAFETY: adjtimex with modes = 0 only reads the kernel's clock state into the struct.
+    let mut tx: libc::timex = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::adjtimex(&mut tx) };
+    rc != libc::TIME_ERROR && rc >= 0 && tx.status & libc::STA_UNSYNC == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_has_milliseconds_and_utc() {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
+        assert_eq!(rfc3339_ms(t), "2023-11-14T22:13:20.123Z");
+    }
+
+    #[test]
+    fn age_and_hand_off_latency_are_taken_when_serialized() {
+        let t0 = Instant::now();
+        let p = Prediction {
+            frame: 1, source_sequence: 5, captured_wall: SystemTime::now(), captured_monotonic: Duration::from_millis(42),
+            captured_at: t0, inferred_at: t0 + Duration::from_millis(30), label: "benign".into(),
+            probs: vec![("benign".into(), 0.7), ("malignant".into(), 0.3)], latency: LatencyMs::default(),
+        };
+        let id = Identity { device_id: "d".into(), model_sha256: "s".into(), preprocess_digest: "p".into() };
+        let v = p.to_json(&id, t0 + Duration::from_millis(100));
+        assert_eq!(v["age_ms"], 100.0);
+        assert_eq!(v["latency_ms"]["to_mqtt"], 70.0);
+        assert_eq!(v["probs"]["benign"], 0.7);
+    }
+}

@@ -1,0 +1,71 @@
+//! Publishing: the [`Publisher`] seam the pipeline hands results to, its counters, and a recording
+//! implementation for tests. The MQTT implementation lives in [`mqtt`].
+
+pub mod messages;
+pub mod mqtt;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+
+pub use messages::{Identity, LatencyMs, Prediction, Status};
+
+/// What the pipeline hands to a publisher.
+#[derive(Debug, Clone)]
+pub enum Outgoing {
+    Prediction(Prediction),
+    /// Retained on `status`.
+    Status(Status),
+    Stats(serde_json::Value),
+}
+
+/// Counters a publisher keeps; every message that does not reach the broker is counted once.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct PublishCounters {
+    /// Predictions handed to the MQTT client.
+    pub predictions_sent: u64,
+    /// QoS >= 1 publishes the broker acknowledged (predictions, status and stats).
+    pub acked: u64,
+    /// Predictions dropped because the offline queue was full (oldest first).
+    pub dropped_offline_queue_full: u64,
+    /// Messages waiting in the offline queue now.
+    pub queue_depth: u64,
+    /// Connections re-established after a loss.
+    pub reconnects: u64,
+    pub connected: bool,
+}
+
+/// Where results go. `publish` never blocks the caller: a message that cannot be sent now is
+/// queued (bounded) or dropped and counted.
+pub trait Publisher: Send {
+    fn publish(&mut self, msg: Outgoing);
+    fn counters(&self) -> PublishCounters;
+    /// Publishes `last` (the final status), waits up to `timeout` for it to be acknowledged, disconnects.
+    fn shutdown(&mut self, last: Status, timeout: Duration);
+    /// A liveness check for the watchdog: false if the publisher's own loop is stuck.
+    fn alive(&self) -> bool {
+        true
+    }
+}
+
+/// Keeps every message, for pipeline tests without a broker.
+#[derive(Debug, Clone, Default)]
+pub struct RecordingPublisher {
+    pub messages: Arc<Mutex<Vec<Outgoing>>>,
+}
+
+impl Publisher for RecordingPublisher {
+    fn publish(&mut self, msg: Outgoing) {
+        self.messages.lock().unwrap().push(msg);
+    }
+
+    fn counters(&self) -> PublishCounters {
+        let sent = self.messages.lock().unwrap().iter().filter(|m| matches!(m, Outgoing::Prediction(_))).count();
+        PublishCounters { predictions_sent: sent as u64, connected: true, ..Default::default() }
+    }
+
+    fn shutdown(&mut self, last: Status, _timeout: Duration) {
+        self.publish(Outgoing::Status(last));
+    }
+}

@@ -1,0 +1,198 @@
+//! Test harness: a real mosquitto on a free loopback port, a subscriber that records what it sees,
+//! and the daemon run as a child process, exactly as systemd would run it.
+#![allow(dead_code)]
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
+use serde_json::Value;
+
+pub fn repo(p: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(p)
+}
+
+pub fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("sonoedge-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn mosquitto_bin() -> PathBuf {
+    for p in ["/usr/sbin/mosquitto", "/usr/bin/mosquitto", "/usr/local/sbin/mosquitto"] {
+        if Path::new(p).exists() {
+            return p.into();
+        }
+    }
+    panic!("mosquitto is not installed: run tests/run-all.sh (it installs it) or apt-get install mosquitto");
+}
+
+/// A mosquitto process on 127.0.0.1; killed on drop.
+pub struct Broker {
+    pub port: u16,
+    child: Option<Child>,
+    conf: PathBuf,
+}
+
+impl Broker {
+    /// Plain listener; `extra` is appended to the listener's section (e.g. TLS settings).
+    pub fn start(dir: &Path, extra: &str) -> Broker {
+        let port = free_port();
+        Self::start_on(dir, port, extra)
+    }
+
+    pub fn start_on(dir: &Path, port: u16, extra: &str) -> Broker {
+        let conf = dir.join(format!("mosquitto-{port}.conf"));
+        std::fs::write(&conf, format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n{extra}\n")).unwrap();
+        let mut b = Broker { port, child: None, conf };
+        b.restart();
+        b
+    }
+
+    pub fn restart(&mut self) {
+        let child = Command::new(mosquitto_bin()).arg("-c").arg(&self.conf).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("start mosquitto");
+        self.child = Some(child);
+        wait_for(Duration::from_secs(10), || TcpStream::connect(("127.0.0.1", self.port)).is_ok());
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub fn wait_for(timeout: Duration, mut ok: impl FnMut() -> bool) -> bool {
+    let until = Instant::now() + timeout;
+    while Instant::now() < until {
+        if ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+/// One received message.
+#[derive(Debug, Clone)]
+pub struct Msg {
+    pub topic: String,
+    pub payload: Value,
+    pub retained: bool,
+    pub at: Instant,
+}
+
+/// Subscribes to `filter` and records every message; reconnects by itself if the broker restarts.
+pub struct Subscriber {
+    pub messages: Arc<Mutex<Vec<Msg>>>,
+    client: Client,
+}
+
+impl Subscriber {
+    pub fn start(port: u16, filter: &str) -> Subscriber {
+        let mut o = MqttOptions::new(format!("test-sub-{}-{}", std::process::id(), free_port()), "127.0.0.1", port);
+        o.set_keep_alive(Duration::from_secs(5));
+        let (client, mut connection) = Client::new(o, 64);
+        let messages = Arc::new(Mutex::new(Vec::new()));
+        let (sink, sub, filter) = (messages.clone(), client.clone(), filter.to_string());
+        std::thread::spawn(move || {
+            for event in connection.iter() {
+                match event {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => { let _ = sub.subscribe(&filter, QoS::AtLeastOnce); }
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        let payload = serde_json::from_slice(&p.payload).unwrap_or(Value::Null);
+                        sink.lock().unwrap().push(Msg { topic: p.topic.clone(), payload, retained: p.retain, at: Instant::now() });
+                    }
+                    Ok(_) => {}
+                    Err(_) => std::thread::sleep(Duration::from_millis(200)),
+                }
+            }
+        });
+        Subscriber { messages, client }
+    }
+
+    pub fn all(&self) -> Vec<Msg> {
+        self.messages.lock().unwrap().clone()
+    }
+
+    pub fn on(&self, suffix: &str) -> Vec<Msg> {
+        self.all().into_iter().filter(|m| m.topic.ends_with(suffix)).collect()
+    }
+
+    /// Waits until a message on a topic ending in `suffix` satisfies `pred`.
+    pub fn wait(&self, timeout: Duration, suffix: &str, pred: impl Fn(&Value) -> bool) -> Option<Msg> {
+        let mut found = None;
+        wait_for(timeout, || {
+            found = self.on(suffix).into_iter().find(|m| pred(&m.payload));
+            found.is_some()
+        });
+        found
+    }
+
+    pub fn stop(self) {
+        let _ = self.client.disconnect();
+    }
+}
+
+/// The daemon as a child process.
+pub struct Daemon {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    pub fn spawn(dir: &Path, config: &str) -> Daemon {
+        let cfg = dir.join("sonoedge.toml");
+        std::fs::write(&cfg, config).unwrap();
+        let log = dir.join("daemon.log");
+        let child = Command::new(env!("CARGO_BIN_EXE_sonoedge")).args(["run", "--config"]).arg(&cfg)
+            .env("RUST_LOG", "info").stdout(Stdio::null()).stderr(std::fs::File::create(&log).unwrap()).spawn().unwrap();
+        Daemon { child, log }
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+    }
+
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let until = Instant::now() + timeout;
+        while Instant::now() < until {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return Some(s.code().unwrap_or(-1));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,156 @@
+//! The daemon against a real mosquitto: retained status and Last Will, clean stop, surviving a
+//! broker restart with every lost frame counted, TLS, and errors that name what to fix.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+
+const SIGTERM: i32 = 15;
+const SIGKILL: i32 = 9;
+
+fn config(url: &str, device: &str, source: &str, mqtt_extra: &str) -> String {
+    format!(
+        "device_id = \"{device}\"\n[model]\npath = \"{model}\"\n[source]\n{source}\n[pipeline]\nmax_fps = 0\n[mqtt]\nurl = \"{url}\"\nstats_interval_s = 1\n{mqtt_extra}\n",
+        model = repo("models/tiny-random/int8").display()
+    )
+}
+
+const SYNTHETIC: &str = "kind = \"synthetic\"\nseed = 3\nfps = 20\n";
+
+#[test]
+fn status_is_online_retained_then_offline_after_sigkill_and_stopped_after_sigterm() {
+    let dir = scratch("lwt");
+    let broker = Broker::start(&dir, "");
+    let sub = Subscriber::start(broker.port, "sonoedge/lwt-dev/#");
+    let mut d = Daemon::spawn(&dir, &config(&broker.url(), "lwt-dev", SYNTHETIC, "keep_alive_s = 5"));
+    assert!(sub.wait(Duration::from_secs(30), "/status", |p| p["state"] == "online").is_some(), "no online status; log:\n{}", d.log_text());
+    d.signal(SIGKILL);
+    d.wait_exit(Duration::from_secs(5));
+    // mosquitto publishes the will once it notices the dead connection (socket closed: at once).
+    let offline = sub.wait(Duration::from_secs(20), "/status", |p| p["state"] == "offline");
+    assert!(offline.is_some_and(|m| m.retained || m.payload["schema"] == "sonoedge.status.v1"));
+
+    let mut d = Daemon::spawn(&dir, &config(&broker.url(), "lwt-dev", SYNTHETIC, ""));
+    let n_online = sub.on("/status").iter().filter(|m| m.payload["state"] == "online").count();
+    assert!(wait_for(Duration::from_secs(30), || sub.on("/status").iter().filter(|m| m.payload["state"] == "online").count() > n_online));
+    d.signal(SIGTERM);
+    assert_eq!(d.wait_exit(Duration::from_secs(15)), Some(0), "log:\n{}", d.log_text());
+    assert!(sub.wait(Duration::from_secs(5), "/status", |p| p["state"] == "stopped").is_some());
+    // A new subscriber sees `stopped` retained (the clean DISCONNECT suppressed the will).
+    let late = Subscriber::start(broker.port, "sonoedge/lwt-dev/status");
+    let m = late.wait(Duration::from_secs(10), "/status", |_| true).expect("retained status");
+    assert!(m.retained && m.payload["state"] == "stopped", "{:?}", m);
+}
+
+#[test]
+fn a_broker_restart_is_survived_and_every_missing_frame_is_a_counted_drop() {
+    let dir = scratch("restart");
+    let mut broker = Broker::start(&dir, "");
+    let sub = Subscriber::start(broker.port, "sonoedge/restart-dev/#");
+    let mut d = Daemon::spawn(&dir, &config(&broker.url(), "restart-dev", SYNTHETIC, "queue_capacity = 8"));
+    assert!(wait_for(Duration::from_secs(30), || sub.on("/prediction").len() >= 5), "no predictions; log:\n{}", d.log_text());
+    broker.kill();
+    std::thread::sleep(Duration::from_secs(4));
+    broker.restart();
+    let before = sub.on("/prediction").len();
+    assert!(wait_for(Duration::from_secs(40), || sub.on("/prediction").len() >= before + 10), "no predictions after restart; log:\n{}", d.log_text());
+    d.signal(SIGTERM);
+    assert_eq!(d.wait_exit(Duration::from_secs(15)), Some(0));
+    let last_stats = sub.wait(Duration::from_secs(5), "/stats", |p| p["reconnects"].as_u64() >= Some(1)).expect("stats after reconnect");
+    let frames: BTreeSet<u64> = sub.on("/prediction").iter().map(|m| m.payload["frame"].as_u64().unwrap()).collect();
+    let stats = sub.on("/stats").last().unwrap().payload.clone();
+    let (first, last) = (*frames.first().unwrap(), *frames.last().unwrap());
+    let inferred_in_range = frames.len() as u64;
+    let dropped = stats["dropped"]["offline_queue_full"].as_u64().unwrap();
+    // Frames between the first and last received that never arrived must be matched by counted drops
+    // (or were never inferred: gated or replaced while inference was busy, also counted).
+    let skipped = &stats["skipped"];
+    let not_inferred = stats["dropped"]["inference_busy"].as_u64().unwrap() + skipped["no_signal"].as_u64().unwrap() + skipped["frozen"].as_u64().unwrap();
+    let gaps = (last - first + 1) - inferred_in_range;
+    assert!(dropped >= 1, "the broker was down for 4 s with an 8-deep queue: drops must be counted; {stats}");
+    assert!(gaps <= dropped + not_inferred, "gaps {gaps} > counted drops {dropped} + not inferred {not_inferred}; {last_stats:?}");
+}
+
+#[test]
+fn a_missing_broker_keeps_the_daemon_up_until_one_appears() {
+    let dir = scratch("nobroker");
+    let port = free_port();
+    let mut d = Daemon::spawn(&dir, &config(&format!("mqtt://127.0.0.1:{port}"), "late-dev", SYNTHETIC, ""));
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(d.child.try_wait().unwrap(), None, "the daemon must not exit without a broker; log:\n{}", d.log_text());
+    let broker = Broker::start_on(&dir, port, "");
+    let sub = Subscriber::start(broker.port, "sonoedge/late-dev/#");
+    assert!(sub.wait(Duration::from_secs(45), "/prediction", |_| true).is_some(), "log:\n{}", d.log_text());
+}
+
+#[test]
+fn a_missing_image_folder_is_reported_in_status_not_fatal() {
+    let dir = scratch("nofolder");
+    let broker = Broker::start(&dir, "");
+    let sub = Subscriber::start(broker.port, "sonoedge/nofolder-dev/#");
+    let source = format!("kind = \"images\"\npath = \"{}\"\nfps = 10\n", dir.join("absent").display());
+    let d = Daemon::spawn(&dir, &config(&broker.url(), "nofolder-dev", &source, ""));
+    let m = sub.wait(Duration::from_secs(30), "/status", |p| p["source_state"] == "waiting");
+    let m = m.unwrap_or_else(|| panic!("no waiting status; log:\n{}", d.log_text()));
+    assert!(m.payload["detail"].as_str().unwrap().contains("absent"), "{:?}", m.payload);
+}
+
+#[test]
+fn bad_config_and_unusable_model_exit_78_naming_the_problem() {
+    let dir = scratch("badcfg");
+    let cases = [
+        ("[model]\npath = \"m\"\n[source]\nkind = \"webcam\"\n", "webcam"),
+        (&config("mqtt://127.0.0.1:1", "d", SYNTHETIC, "qos = 5") as &str, "mqtt.qos"),
+        (&config("mqtt://127.0.0.1:1", "d", SYNTHETIC, "").replace("tiny-random/int8", "tiny-random/qdq") as &str, "statically quantized"),
+        (&config("mqtt://127.0.0.1:1", "bad/id", SYNTHETIC, "") as &str, "device_id"),
+    ];
+    for (text, needle) in cases {
+        let mut d = Daemon::spawn(&dir, text);
+        assert_eq!(d.wait_exit(Duration::from_secs(20)), Some(78), "{needle}: {}", d.log_text());
+        assert!(d.log_text().contains(needle), "{needle} not in: {}", d.log_text());
+    }
+}
+
+#[test]
+fn tls_accepts_the_right_ca_and_rejects_a_wrong_one_while_retrying() {
+    let dir = scratch("tls");
+    let certs = make_certs(&dir);
+    let tls = format!("cafile {0}/ca.crt\ncertfile {0}/server.crt\nkeyfile {0}/server.key\n", certs.display());
+    let broker = Broker::start(&dir, &tls);
+    let url = format!("mqtts://localhost:{}", broker.port);
+    let good = Daemon::spawn(&scratch("tls-good"), &config(&url, "tls-dev", SYNTHETIC, &format!("ca_file = \"{}/ca.crt\"", certs.display())));
+    let wrong_dir = scratch("tls-wrong");
+    let mut wrong = Daemon::spawn(&wrong_dir, &config(&url, "tls-wrong", SYNTHETIC, &format!("ca_file = \"{}/other-ca.crt\"", certs.display())));
+    // The subscriber can only listen over TLS here; check with the daemon's own log and a TLS-free probe
+    // instead: the good daemon logs "mqtt connected", the wrong one logs a certificate error and keeps running.
+    assert!(wait_for(Duration::from_secs(30), || good.log_text().contains("mqtt connected")), "good:\n{}", good.log_text());
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(wrong.child.try_wait().unwrap(), None, "the daemon must keep retrying");
+    let log = wrong.log_text();
+    assert!(!log.contains("mqtt connected"), "{log}");
+    assert!(wait_for(Duration::from_secs(20), || { let l = wrong.log_text(); l.contains("certificate") || l.contains("UnknownIssuer") }), "{}", wrong.log_text());
+    wrong.signal(SIGTERM);
+    assert_eq!(wrong.wait_exit(Duration::from_secs(15)), Some(0));
+}
+
+/// A CA, a server certificate for localhost signed by it, and an unrelated second CA (openssl CLI).
+fn make_certs(dir: &std::path::Path) -> std::path::PathBuf {
+    let c = dir.join("certs");
+    std::fs::create_dir_all(&c).unwrap();
+    let sh = format!(
+        "set -e; cd {}; \
+         openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=test-ca -keyout ca.key -out ca.crt 2>/dev/null; \
+         openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=other-ca -keyout other-ca.key -out other-ca.crt 2>/dev/null; \
+         openssl req -newkey rsa:2048 -nodes -subj /CN=localhost -keyout server.key -out server.csr 2>/dev/null; \
+         printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\\n' > ext.cnf; \
+         openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 -extfile ext.cnf -out server.crt 2>/dev/null",
+        c.display()
+    );
+    let ok = std::process::Command::new("sh").arg("-c").arg(sh).status().unwrap().success();
+    assert!(ok, "openssl failed");
+    c
+}

@@ -1,0 +1,141 @@
+//! The model contract end to end through the real binary: what loads, what is refused and how,
+//! on the committed tiny fixtures exported with optimum (fp32, dynamic int8, static QDQ).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn repo(p: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(p)
+}
+
+fn sonoedge(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sonoedge")).args(args).output().expect("run sonoedge")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("sonoedge-it-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A copy of the fp32 fixture folder, to break in one way.
+fn fixture_copy(name: &str) -> PathBuf {
+    let d = scratch(name);
+    for f in ["model.onnx", "config.json", "preprocessor_config.json"] {
+        std::fs::copy(repo("models/tiny-random/fp32").join(f), d.join(f)).unwrap();
+    }
+    d
+}
+
+const IMAGE: &str = "tests/fixtures/images/wide_fan.png";
+
+#[test]
+fn static_qdq_models_are_refused_with_exit_78_and_how_to_quantize() {
+    let o = sonoedge(&["classify", "--model", repo("models/tiny-random/qdq").to_str().unwrap(), repo(IMAGE).to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(78), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(e.contains("statically quantized") && e.contains("quantize_dynamic"), "{e}");
+    assert!(o.stdout.is_empty(), "nothing may be classified with a refused model");
+}
+
+#[test]
+fn bench_refuses_static_qdq_too() {
+    let o = sonoedge(&["bench", "--model", repo("models/tiny-random/qdq").to_str().unwrap(), "--runs", "1"]);
+    assert_eq!(o.status.code(), Some(78), "{}", stderr(&o));
+}
+
+#[test]
+fn a_folder_with_two_onnx_files_is_an_error_listing_both() {
+    let d = fixture_copy("two-onnx");
+    std::fs::copy(repo("models/tiny-random/int8/model.onnx"), d.join("model_quantized.onnx")).unwrap();
+    let o = sonoedge(&["classify", "--model", d.to_str().unwrap(), repo(IMAGE).to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(78));
+    let e = stderr(&o);
+    assert!(e.contains("model.onnx") && e.contains("model_quantized.onnx") && e.contains("--model"), "{e}");
+}
+
+#[test]
+fn labels_that_do_not_match_the_outputs_are_refused() {
+    let o = sonoedge(&["classify", "--model", repo("models/tiny-random/fp32").to_str().unwrap(), "--labels", "a,b", repo(IMAGE).to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(78));
+    assert!(stderr(&o).contains("outputs 3 values per image but 2 labels"), "{}", stderr(&o));
+}
+
+#[test]
+fn without_config_json_labels_must_be_given_explicitly() {
+    let d = fixture_copy("no-config");
+    std::fs::remove_file(d.join("config.json")).unwrap();
+    let o = sonoedge(&["classify", "--model", d.to_str().unwrap(), repo(IMAGE).to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(78));
+    assert!(stderr(&o).contains("config.json") && stderr(&o).contains("--labels"), "{}", stderr(&o));
+    let o = sonoedge(&["classify", "--model", d.to_str().unwrap(), "--labels", "benign,malignant,normal", repo(IMAGE).to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+}
+
+#[test]
+fn a_corrupt_onnx_file_is_a_clear_error_not_a_panic() {
+    let d = fixture_copy("corrupt");
+    let bytes = std::fs::read(d.join("model.onnx")).unwrap();
+    std::fs::write(d.join("model.onnx"), &bytes[..bytes.len() / 3]).unwrap();
+    let o = sonoedge(&["classify", "--model", d.to_str().unwrap(), repo(IMAGE).to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(78), "{}", stderr(&o));
+    assert!(stderr(&o).contains("model.onnx") && !stderr(&o).contains("panicked"), "{}", stderr(&o));
+}
+
+#[test]
+fn an_unsupported_preprocessor_key_is_named() {
+    let d = fixture_copy("bad-pre");
+    std::fs::write(d.join("preprocessor_config.json"), r#"{"image_processor_type":"ViTImageProcessor","resample":1}"#).unwrap();
+    let o = sonoedge(&["classify", "--model", d.to_str().unwrap(), repo(IMAGE).to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(78));
+    assert!(stderr(&o).contains("`resample`"), "{}", stderr(&o));
+}
+
+#[test]
+fn classify_prints_one_line_per_image_in_order_and_fails_at_the_end_on_a_bad_one() {
+    let d = scratch("classify");
+    let bad = d.join("broken.png");
+    std::fs::write(&bad, b"\x89PNG\r\n\x1a\nnot really").unwrap();
+    let images = ["tests/fixtures/images/wide_fan.png", "tests/fixtures/images/grey.png"].map(repo);
+    let o = sonoedge(&["classify", "--model", repo("models/tiny-random/int8").to_str().unwrap(),
+        images[0].to_str().unwrap(), bad.to_str().unwrap(), images[1].to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let lines: Vec<serde_json::Value> = String::from_utf8(o.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 3);
+    assert_eq!(lines[0]["image"], images[0].to_str().unwrap());
+    assert!(lines[1]["error"].is_string() && lines[1]["image"] == bad.to_str().unwrap());
+    for l in [&lines[0], &lines[2]] {
+        let probs = l["probs"].as_object().unwrap();
+        assert_eq!(probs.keys().collect::<Vec<_>>(), ["benign", "malignant", "normal"]);
+        let sum: f64 = probs.values().map(|p| p.as_f64().unwrap()).sum();
+        assert!((sum - 1.0).abs() < 1e-9, "{l}");
+        assert_eq!(l["logits"].as_array().unwrap().len(), 3);
+        assert_eq!(l["model_sha256"].as_str().unwrap().len(), 64);
+    }
+}
+
+#[test]
+fn model_sha256_is_the_file_digest() {
+    let out = Command::new("sha256sum").arg(repo("models/tiny-random/fp32/model.onnx")).output().unwrap();
+    let want = String::from_utf8(out.stdout).unwrap().split_whitespace().next().unwrap().to_string();
+    let o = sonoedge(&["classify", "--model", repo("models/tiny-random/fp32/model.onnx").to_str().unwrap(), repo(IMAGE).to_str().unwrap()]);
+    let line: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(line["model_sha256"], want);
+}
+
+#[test]
+fn bench_reports_units_in_key_names() {
+    let o = sonoedge(&["bench", "--model", repo("models/tiny-random/int8").to_str().unwrap(), "--runs", "3", "--warmup", "1"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    for key in ["load_optimize_ms", "preprocess_ms_p50", "preprocess_ms_p95", "infer_ms_p50", "infer_ms_p95", "peak_rss_mb"] {
+        assert!(v[key].as_f64().is_some_and(|x| x > 0.0), "{key} in {v}");
+    }
+    assert_eq!(v["model_format"], "int8-dynamic");
+    assert_eq!(v["threads"], 1);
+}
