@@ -22,8 +22,8 @@ int8: max diff <= 2e-2 and >= 98% top-1), 2 on a usage error.
 
 The sonoedge contract: `sonoedge classify --model PATH [--threads N] IMAGE...` prints one JSON
 line per image on stdout, in input order: {"image", "label", "probs": {label: p}, "logits"} or
-{"image", "error"}. Images go in batches (--batch, default 50); a batch whose process dies or
-prints fewer lines reports the missing images as errors instead of stopping the run.
+{"image", "error"}. Images go in batches (--batch, default 50); when a batch dies early its
+missing images are retried one per invocation, and whatever still fails is reported per image.
 """
 import argparse
 import json
@@ -127,38 +127,51 @@ class Reference:
 # ---------------------------------------------------------------------------------------------
 # sonoedge half.
 
+def run_batch(cmd, chunk):
+    """One sonoedge invocation: {path: parsed line}; images without a line are left out."""
+    try:
+        proc = subprocess.run(cmd + chunk, capture_output=True, text=True, timeout=60 + 30 * len(chunk))
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return {}, f"sonoedge did not run: {e}"
+    if proc.returncode == EXIT_REFUSED:
+        sys.exit(f"sonoedge refused the model (exit {EXIT_REFUSED}):\n{proc.stderr.strip()}")
+    lines = [l for l in proc.stdout.splitlines() if l.strip()]
+    results = {}
+    for i, (p, text) in enumerate(zip(chunk, lines)):
+        try:
+            line = json.loads(text)
+        except json.JSONDecodeError as e:
+            line = {"image": p, "error": f"unparsable output line {i}: {e}: {text[:200]}"}
+        if line.get("image") != p:
+            line = {"image": p, "error": f"output line {i} is for {line.get('image')!r}: out of order"}
+        elif "error" not in line and not isinstance(line.get("probs"), dict):
+            line = {"image": p, "error": f"output line {i} has neither probs nor error"}
+        results[p] = line
+    tail = (proc.stderr.strip().splitlines() or [""])[-1]
+    return results, f"no output line (exit {proc.returncode}): {tail}"
+
+
 def run_sonoedge(binary, model_dir, images, threads, batch):
-    """{str(path): parsed JSON line} for every image; failures become {"error": ...} per image."""
+    """{str(path): parsed JSON line} for every image; failures become {"error": ...} per image.
+
+    When a batch dies before printing every line, its missing images are retried one per
+    invocation, so one image that crashes the binary does not hide the results of the others."""
+    cmd = [str(binary), "classify", "--model", str(model_dir)]
+    if threads:
+        cmd += ["--threads", str(threads)]
     results = {}
     for start in range(0, len(images), batch):
         chunk = [str(p) for p in images[start:start + batch]]
-        cmd = [str(binary), "classify", "--model", str(model_dir)]
-        if threads:
-            cmd += ["--threads", str(threads)]
-        try:
-            proc = subprocess.run(cmd + chunk, capture_output=True, text=True, timeout=60 + 30 * len(chunk))
-        except (OSError, subprocess.TimeoutExpired) as e:
-            for p in chunk:
-                results[p] = {"image": p, "error": f"sonoedge did not run: {e}"}
-            continue
-        if proc.returncode == EXIT_REFUSED:
-            sys.exit(f"sonoedge refused the model (exit {EXIT_REFUSED}):\n{proc.stderr.strip()}")
-        lines = [l for l in proc.stdout.splitlines() if l.strip()]
-        for i, p in enumerate(chunk):
-            if i >= len(lines):
-                tail = proc.stderr.strip().splitlines()[-1:] or [""]
-                results[p] = {"image": p, "error": f"no output line (exit {proc.returncode}): {tail[0]}"}
-                continue
-            try:
-                line = json.loads(lines[i])
-            except json.JSONDecodeError as e:
-                results[p] = {"image": p, "error": f"unparsable output line {i}: {e}: {lines[i][:200]}"}
-                continue
-            if line.get("image") != p:
-                line = {"image": p, "error": f"output line {i} is for {line.get('image')!r}, out of order"}
-            elif "error" not in line and not isinstance(line.get("probs"), dict):
-                line = {"image": p, "error": f"output line {i} has neither probs nor error"}
-            results[p] = line
+        got, why = run_batch(cmd, chunk)
+        missing = [p for p in chunk if p not in got]
+        if missing and len(chunk) > 1:
+            print(f"  sonoedge: batch stopped early ({why}); retrying {len(missing)} images one by one",
+                  file=sys.stderr)
+            for p in missing:
+                one, why_one = run_batch(cmd, [p])
+                got[p] = one.get(p, {"image": p, "error": why_one})
+        for p in chunk:
+            results[p] = got.get(p, {"image": p, "error": why})
         print(f"  sonoedge: {min(start + batch, len(images))}/{len(images)} images", file=sys.stderr)
     return results
 

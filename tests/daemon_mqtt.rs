@@ -7,7 +7,6 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use common::*;
-use serde_json::Value;
 
 const SIGTERM: i32 = 15;
 const SIGKILL: i32 = 9;
@@ -27,12 +26,14 @@ fn status_is_online_retained_then_offline_after_sigkill_and_stopped_after_sigter
     let broker = Broker::start(&dir, "");
     let sub = Subscriber::start(broker.port, "sonoedge/lwt-dev/#");
     let mut d = Daemon::spawn(&dir, &config(&broker.url(), "lwt-dev", SYNTHETIC, "keep_alive_s = 5"));
-    assert!(sub.wait(Duration::from_secs(30), "/status", |p| p["state"] == "online").is_some(), "no online status; log:\n{}", d.log_text());
+    let online = sub.wait(Duration::from_secs(30), "/status", |p| p["state"] == "online");
+    let online = online.unwrap_or_else(|| panic!("no online status; log:\n{}", d.log_text()));
+    assert_schema("status.v1.schema.json", &online.payload);
     d.signal(SIGKILL);
     d.wait_exit(Duration::from_secs(5));
     // mosquitto publishes the will once it notices the dead connection (socket closed: at once).
-    let offline = sub.wait(Duration::from_secs(20), "/status", |p| p["state"] == "offline");
-    assert!(offline.is_some_and(|m| m.retained || m.payload["schema"] == "sonoedge.status.v1"));
+    let offline = sub.wait(Duration::from_secs(20), "/status", |p| p["state"] == "offline").expect("Last Will");
+    assert_schema("status.v1.schema.json", &offline.payload);
 
     let mut d = Daemon::spawn(&dir, &config(&broker.url(), "lwt-dev", SYNTHETIC, ""));
     let n_online = sub.on("/status").iter().filter(|m| m.payload["state"] == "online").count();
@@ -63,6 +64,8 @@ fn a_broker_restart_is_survived_and_every_missing_frame_is_a_counted_drop() {
     let last_stats = sub.wait(Duration::from_secs(5), "/stats", |p| p["reconnects"].as_u64() >= Some(1)).expect("stats after reconnect");
     let frames: BTreeSet<u64> = sub.on("/prediction").iter().map(|m| m.payload["frame"].as_u64().unwrap()).collect();
     let stats = sub.on("/stats").last().unwrap().payload.clone();
+    assert_schema("stats.v1.schema.json", &stats);
+    sub.on("/prediction").iter().for_each(|m| assert_schema("prediction.v1.schema.json", &m.payload));
     let (first, last) = (*frames.first().unwrap(), *frames.last().unwrap());
     let inferred_in_range = frames.len() as u64;
     let dropped = stats["dropped"]["offline_queue_full"].as_u64().unwrap();
@@ -147,7 +150,8 @@ fn make_certs(dir: &std::path::Path) -> std::path::PathBuf {
          openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=other-ca -keyout other-ca.key -out other-ca.crt 2>/dev/null; \
          openssl req -newkey rsa:2048 -nodes -subj /CN=localhost -keyout server.key -out server.csr 2>/dev/null; \
          printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\\n' > ext.cnf; \
-         openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 -extfile ext.cnf -out server.crt 2>/dev/null",
+         openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 -extfile ext.cnf -out server.crt 2>/dev/null; \
+         chmod 644 *.key *.crt",
         c.display()
     );
     let ok = std::process::Command::new("sh").arg("-c").arg(sh).status().unwrap().success();

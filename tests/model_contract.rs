@@ -1,6 +1,8 @@
 //! The model contract end to end through the real binary: what loads, what is refused and how,
 //! on the committed tiny fixtures exported with optimum (fp32, dynamic int8, static QDQ).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -109,6 +111,7 @@ fn classify_prints_one_line_per_image_in_order_and_fails_at_the_end_on_a_bad_one
     assert_eq!(lines.len(), 3);
     assert_eq!(lines[0]["image"], images[0].to_str().unwrap());
     assert!(lines[1]["error"].is_string() && lines[1]["image"] == bad.to_str().unwrap());
+    lines.iter().for_each(|l| common::assert_schema("classify.v1.schema.json", l));
     for l in [&lines[0], &lines[2]] {
         let probs = l["probs"].as_object().unwrap();
         assert_eq!(probs.keys().collect::<Vec<_>>(), ["benign", "malignant", "normal"]);
@@ -138,4 +141,15 @@ fn bench_reports_units_in_key_names() {
     }
     assert_eq!(v["model_format"], "int8-dynamic");
     assert_eq!(v["threads"], 1);
+}
+
+#[test]
+fn schema_examples_validate_against_their_schemas() {
+    for name in ["prediction.v1.schema.json", "status.v1.schema.json"] {
+        let schema: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(repo("src/publish/schemas").join(name)).unwrap()).unwrap();
+        let v = jsonschema::validator_for(&schema).unwrap();
+        for ex in schema["examples"].as_array().unwrap() {
+            assert!(v.is_valid(ex), "{name} example invalid");
+        }
+    }
 }

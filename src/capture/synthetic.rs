@@ -165,6 +165,9 @@ impl Fan {
     }
 }
 
+/// Angles in a spiculated lesion's outline table (a spike is at least 0.05 rad = 8 steps wide).
+const BOUNDARY_STEPS: usize = 1024;
+
 /// splitmix64: tiny, seedable, and good enough for textures; every stream is a pure function of
 /// `(seed, stream, n)` so any segment can be rebuilt alone.
 #[derive(Debug, Clone)]
@@ -305,15 +308,16 @@ impl LesionShape {
     }
 
     /// Multiplicative echo gain at `(dx, dy)` from the centre: dark inside, and the band below.
-    fn gain(&self, dx: f32, dy: f32, scale: f32) -> f32 {
-        let inside = self.inside(dx, dy);
+    fn gain(&self, dx: f32, dy: f32, scale: f32, boundary: &[f32]) -> f32 {
+        let inside = self.inside(dx, dy, boundary);
         let below = if dy > 0.0 && dx.abs() < self.rx { (1.0 - inside) * self.posterior(dx, dy, scale) } else { 0.0 };
         let body = 1.0 - if self.malignant { 0.78 } else { 0.75 } * inside;
         body * (1.0 + below)
     }
 
-    /// 1 inside, 0 outside, a soft edge of a few pixels between.
-    fn inside(&self, dx: f32, dy: f32) -> f32 {
+    /// 1 inside, 0 outside, a soft edge of a few pixels between; `boundary` is
+    /// [`Self::boundary_table`] (spiculated lesions only).
+    fn inside(&self, dx: f32, dy: f32, boundary: &[f32]) -> f32 {
         if !self.malignant {
             let q = ((dx / self.rx).powi(2) + (dy / self.ry).powi(2)).sqrt();
             return 1.0 - smoothstep(-2.0, 2.0, (q - 1.0) * self.ry);
@@ -322,8 +326,15 @@ impl LesionShape {
         if dist > self.reach.1.max(self.reach.0) + 2.0 {
             return 0.0; // beyond every spike: skip the atan2
         }
-        let angle = dy.atan2(dx);
-        1.0 - smoothstep(-1.5, 1.5, dist - self.core_radius(angle) - self.spike_length(angle))
+        let step = ((dy.atan2(dx) + PI) / (2.0 * PI) * BOUNDARY_STEPS as f32) as usize;
+        1.0 - smoothstep(-1.5, 1.5, dist - boundary[step % BOUNDARY_STEPS])
+    }
+
+    /// The spiculated outline's radius at `BOUNDARY_STEPS` angles from -pi: the trig and the spike
+    /// search are done once per angle instead of once per pixel.
+    fn boundary_table(&self) -> Vec<f32> {
+        let angle = |i: usize| -PI + 2.0 * PI * i as f32 / BOUNDARY_STEPS as f32;
+        (0..BOUNDARY_STEPS).map(|i| self.core_radius(angle(i)) + self.spike_length(angle(i))).collect()
     }
 
     /// Lobulated ellipse radius at `angle`.
@@ -575,10 +586,11 @@ fn lesion_patch(shape: &LesionShape, fan: &Fan, area: Rect, patch: &mut Patch) {
     patch.w = (2.0 * rx).ceil() as usize + 1;
     patch.h = ((area.y + area.h) as i64 - patch.y + shape.drift.1.abs().ceil() as i64 + 1) as usize;
     patch.values.clear();
+    let boundary = if shape.malignant { shape.boundary_table() } else { Vec::new() };
     for row in 0..patch.h {
         let dy = (patch.y + row as i64) as f32 + 0.5 - shape.centre.1;
         let xs = (0..patch.w).map(|col| (patch.x + col as i64) as f32 + 0.5 - shape.centre.0);
-        patch.values.extend(xs.map(|dx| shape.gain(dx, dy, fan.scale)));
+        patch.values.extend(xs.map(|dx| shape.gain(dx, dy, fan.scale, &boundary)));
     }
 }
 
@@ -1245,15 +1257,21 @@ mod tests {
     fn a_720p_frame_renders_well_under_20_ms() {
         let mut p = Phantom::new(&PhantomConfig { seed: 1, ..PhantomConfig::default() });
         let mut out = vec![0; p.frame_len()];
-        let (mut total, mut worst, frames) = (Duration::ZERO, Duration::ZERO, 400);
-        for i in 0..frames {
+        let (mut steady, mut first) = (Vec::new(), std::collections::BTreeMap::<String, Duration>::new());
+        for i in 0..2000 {
             let t0 = Instant::now();
-            p.render(i, &mut out);
+            let truth = p.render(i, &mut out);
             let dt = t0.elapsed();
-            (total, worst) = (total + dt, worst.max(dt));
+            if i % 40 == 0 {
+                let worst = first.entry(format!("{truth:?}")).or_default();
+                *worst = (*worst).max(dt);
+            } else {
+                steady.push(dt);
+            }
         }
-        println!("720p: mean {:?}, worst (a segment's first frame) {:?}", total / frames as u32, worst);
-        assert!(cfg!(debug_assertions) || total / (frames as u32) < Duration::from_millis(20));
+        let mean = steady.iter().sum::<Duration>() / steady.len() as u32;
+        println!("720p: mean {mean:?} per frame; worst first frame of a segment (builds its textures): {first:?}");
+        assert!(cfg!(debug_assertions) || first.values().all(|&d| d < Duration::from_millis(20)));
     }
 
     /// Writes one frame per kind to /tmp/phantom-samples for a human to look at.

@@ -56,6 +56,8 @@ struct Shared {
     connected: AtomicBool,
     /// Set before our own DISCONNECT, so the closed connection that follows is not reported as a loss.
     closing: AtomicBool,
+    /// The DISCONNECT packet went out (the broker will not publish the Last Will).
+    disconnect_sent: AtomicBool,
     stop: AtomicBool,
     queue: Mutex<VecDeque<Outgoing>>,
     counters: Mutex<PublishCounters>,
@@ -90,6 +92,7 @@ impl MqttPublisher {
         let shared = Arc::new(Shared {
             connected: AtomicBool::new(false),
             closing: AtomicBool::new(false),
+            disconnect_sent: AtomicBool::new(false),
             stop: AtomicBool::new(false),
             queue: Mutex::new(VecDeque::with_capacity(settings.queue_capacity)),
             counters: Mutex::new(PublishCounters::default()),
@@ -197,6 +200,7 @@ impl Backoff {
 fn event_loop(mut connection: Connection, client: &Client, shared: &Shared, ctx: &Ctx) {
     let mut backoff = Backoff::new();
     let mut ever_connected = false;
+    let mut failures = Failures::default();
     while !shared.stop.load(Ordering::Relaxed) {
         *shared.last_poll.lock().unwrap() = Instant::now();
         match connection.recv_timeout(Duration::from_millis(250)) {
@@ -206,10 +210,19 @@ fn event_loop(mut connection: Connection, client: &Client, shared: &Shared, ctx:
                 on_connected(client, shared, ctx, ever_connected);
                 ever_connected = true;
                 backoff = Backoff::new();
+                failures = Failures::default();
+            }
+            Ok(Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect))) => {
+                // Polling on would make rumqttc reconnect (and later die without DISCONNECT: Last Will).
+                shared.disconnect_sent.store(true, Ordering::Relaxed);
+                break;
             }
             Ok(Ok(Event::Incoming(Packet::PubAck(_) | Packet::PubComp(_)))) => shared.counters.lock().unwrap().acked += 1,
             Ok(Ok(_)) => {}
-            Ok(Err(e)) => on_connection_error(shared, &e.to_string(), &mut backoff),
+            Ok(Err(e)) => {
+                failures.log(shared, &e.to_string(), &ctx.topics);
+                on_connection_error(shared, &mut backoff);
+            }
         }
     }
 }
@@ -226,15 +239,33 @@ fn on_connected(client: &Client, shared: &Shared, ctx: &Ctx, reconnect: bool) {
     flush(client, shared, ctx);
 }
 
-fn on_connection_error(shared: &Shared, error: &str, backoff: &mut Backoff) {
-    if shared.closing.load(Ordering::Relaxed) {
-        shared.connected.store(false, Ordering::Relaxed);
-        return;
+/// Logs connection failures so an operator sees each new reason once, and a reminder every 20 tries.
+#[derive(Default)]
+struct Failures {
+    count: u64,
+    last: String,
+}
+
+impl Failures {
+    fn log(&mut self, shared: &Shared, error: &str, topics: &Topics) {
+        if shared.closing.load(Ordering::Relaxed) {
+            return;
+        }
+        self.count += 1;
+        if shared.connected.load(Ordering::Relaxed) {
+            log::warn!("mqtt connection lost: {error}; reconnecting with backoff, results are queued");
+        } else if error != self.last || self.count % 20 == 1 {
+            log::warn!("mqtt cannot connect (attempt {}): {error}; check mqtt.url, the broker, and for mqtts:// the CA file; retrying with backoff ({} not published meanwhile)",
+                self.count, topics.prediction);
+        }
+        self.last = error.to_string();
     }
-    if shared.connected.swap(false, Ordering::Relaxed) {
-        log::warn!("mqtt connection lost: {error}; reconnecting with backoff, results are queued");
-    } else {
-        log::debug!("mqtt connect failed: {error}");
+}
+
+fn on_connection_error(shared: &Shared, backoff: &mut Backoff) {
+    shared.connected.store(false, Ordering::Relaxed);
+    if shared.closing.load(Ordering::Relaxed) {
+        return;
     }
     let until = Instant::now() + backoff.step();
     while Instant::now() < until && !shared.stop.load(Ordering::Relaxed) {
@@ -330,7 +361,10 @@ impl Publisher for MqttPublisher {
             // DISCONNECT tells the broker not to publish the Last Will: `stopped` stays retained.
             self.shared.closing.store(true, Ordering::Relaxed);
             let _ = self.client.try_disconnect();
-            std::thread::sleep(Duration::from_millis(100));
+            let until = Instant::now() + Duration::from_secs(2);
+            while !self.shared.disconnect_sent.load(Ordering::Relaxed) && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(10));
+            }
         }
         self.shared.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.events.take() {

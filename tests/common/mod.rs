@@ -196,3 +196,12 @@ impl Drop for Daemon {
         let _ = self.child.wait();
     }
 }
+
+/// Checks `value` against a committed schema in src/publish/schemas/; panics with every violation.
+pub fn assert_schema(schema: &str, value: &Value) {
+    let text = std::fs::read_to_string(repo("src/publish/schemas").join(schema)).unwrap();
+    let schema: Value = serde_json::from_str(&text).unwrap();
+    let validator = jsonschema::validator_for(&schema).expect("schema compiles");
+    let errors: Vec<String> = validator.iter_errors(value).map(|e| format!("{} at {}", e, e.instance_path())).collect();
+    assert!(errors.is_empty(), "{value} violates {}: {errors:?}", schema["$id"]);
+}

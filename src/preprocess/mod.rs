@@ -1,13 +1,13 @@
-//! Preprocessing equal to `ViTImageProcessor`: PIL-style convolution resize (antialiased when
+//! Preprocessing equal to `ViTImageProcessor`: Pillow's convolution resize (antialiased when
 //! shrinking), then rescale and normalise, written into a caller-owned `[1, 3, H, W]` f32 buffer.
 //!
-//! Resize runs on 8-bit pixels exactly as PIL does (the reference resizes a uint8 PIL image), so the
-//! float values are `lut[c][u8]` for a per-channel table built once from the spec.
+//! Resize runs on 8-bit pixels exactly as Pillow does (the reference resizes a uint8 PIL image), so
+//! the float values are `lut[c][u8]` for a per-channel table built once from the spec.
 
-use fast_image_resize::images::{Image, ImageRef};
-use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
+pub mod resample;
 
 use crate::infer::{PreprocessSpec, Resample};
+use resample::{Filter, Resampler};
 
 /// How pixels are laid out in an [`ImageView`]. Grey stands for three equal channels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,8 +38,6 @@ pub struct ImageView<'a> {
 pub enum PreprocessError {
     #[error("image is {0}x{1} with {2} bytes; expected {3} bytes")]
     BadBuffer(u32, u32, usize, usize),
-    #[error("resize failed: {0}")]
-    Resize(String),
     #[error("output buffer holds {0} values; the model input needs {1}")]
     BadOutput(usize, usize),
 }
@@ -47,25 +45,26 @@ pub enum PreprocessError {
 /// Resizes and normalises frames for one model; owns every buffer it needs, allocated once.
 pub struct Preprocessor {
     spec: PreprocessSpec,
-    resizer: Resizer,
-    options: ResizeOptions,
-    rgb: Image<'static>,
-    grey: Image<'static>,
+    rgb_resampler: Resampler,
+    grey_resampler: Resampler,
+    rgb: Vec<u8>,
+    grey: Vec<u8>,
     lut: [[f32; 256]; 3],
 }
 
 impl Preprocessor {
     pub fn new(spec: &PreprocessSpec) -> Preprocessor {
         let filter = match spec.resample {
-            Resample::Bilinear => FilterType::Bilinear,
-            Resample::Bicubic => FilterType::CatmullRom, // PIL's BICUBIC is Catmull-Rom (a = -0.5)
+            Resample::Bilinear => Filter::Bilinear,
+            Resample::Bicubic => Filter::Bicubic,
         };
+        let (w, h) = (spec.width as usize, spec.height as usize);
         Preprocessor {
             spec: spec.clone(),
-            resizer: Resizer::new(),
-            options: ResizeOptions::new().resize_alg(ResizeAlg::Convolution(filter)),
-            rgb: Image::new(spec.width, spec.height, PixelType::U8x3),
-            grey: Image::new(spec.width, spec.height, PixelType::U8),
+            rgb_resampler: Resampler::new(filter, 3, w, h),
+            grey_resampler: Resampler::new(filter, 1, w, h),
+            rgb: vec![0; w * h * 3],
+            grey: vec![0; w * h],
             lut: lookup_table(spec),
         }
     }
@@ -77,7 +76,7 @@ impl Preprocessor {
 
     /// The last resized image as packed RGB (what the model saw, before normalisation).
     pub fn resized_rgb(&self) -> &[u8] {
-        self.rgb.buffer()
+        &self.rgb
     }
 
     /// Resizes `image` and writes the normalised planar tensor into `out`.
@@ -89,7 +88,7 @@ impl Preprocessor {
         let plane = self.spec.width as usize * self.spec.height as usize;
         let (r, rest) = out.split_at_mut(plane);
         let (g, b) = rest.split_at_mut(plane);
-        for (i, px) in self.rgb.buffer().chunks_exact(3).enumerate() {
+        for (i, px) in self.rgb.chunks_exact(3).enumerate() {
             r[i] = self.lut[0][px[0] as usize];
             g[i] = self.lut[1][px[1] as usize];
             b[i] = self.lut[2][px[2] as usize];
@@ -102,20 +101,16 @@ impl Preprocessor {
         if image.data.len() != expected || image.width == 0 || image.height == 0 {
             return Err(PreprocessError::BadBuffer(image.width, image.height, image.data.len(), expected));
         }
-        let err = |e: &dyn std::fmt::Display| PreprocessError::Resize(e.to_string());
+        let (w, h) = (image.width as usize, image.height as usize);
         match image.layout {
-            Layout::Rgb8 => {
-                let src = ImageRef::new(image.width, image.height, image.data, PixelType::U8x3).map_err(|e| err(&e))?;
-                self.resizer.resize(&src, &mut self.rgb, &self.options).map_err(|e| err(&e))
-            }
+            Layout::Rgb8 => self.rgb_resampler.resize(image.data, w, h, &mut self.rgb),
             // Resizing one grey plane then repeating it equals PIL's convert("RGB") then resize.
             Layout::Grey8 => {
-                let src = ImageRef::new(image.width, image.height, image.data, PixelType::U8).map_err(|e| err(&e))?;
-                self.resizer.resize(&src, &mut self.grey, &self.options).map_err(|e| err(&e))?;
-                spread_grey(self.grey.buffer(), self.rgb.buffer_mut());
-                Ok(())
+                self.grey_resampler.resize(image.data, w, h, &mut self.grey);
+                spread_grey(&self.grey, &mut self.rgb);
             }
         }
+        Ok(())
     }
 }
 

@@ -1,0 +1,123 @@
+"""Trains the demo model: a tiny ViTForImageClassification on sonoedge's own phantom frames.
+
+The frames come from `sonoedge phantom` (the same renderer as the daemon's synthetic source),
+cropped to the fan ROI. Labels follow the phantom's ground truth: no lesion -> normal, round smooth
+lesion -> benign, irregular spiculated one -> malignant (frozen and no-signal frames are skipped:
+the daemon never infers them). The model is then exported with optimum and quantized to dynamic
+QInt8 exactly like a user's model, and checked on phantom seeds disjoint from training.
+
+    python models/train_demo.py --sonoedge target/release/sonoedge --out models/demo
+"""
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np
+import torch
+from PIL import Image
+from transformers import ViTConfig, ViTForImageClassification
+
+sys.path.insert(0, str(Path(__file__).parent))
+from make_models import LABELS, export, processor, quantize_dynamic_int8  # noqa: E402
+
+LABEL_IDS = {v: k for k, v in LABELS.items()}
+TRAIN_SEEDS = range(100, 136)
+VALID_SEEDS = range(900, 904)
+
+
+def phantom(sonoedge, seed, count, segment_frames, out):
+    subprocess.run([sonoedge, "phantom", "--out", str(out), "--count", str(count), "--seed", str(seed),
+                    "--segment-frames", str(segment_frames), "--roi-only"], check=True, stderr=subprocess.DEVNULL)
+    rows = [json.loads(line) for line in (out / "truth.jsonl").read_text().splitlines()]
+    return [(out / r["file"], LABEL_IDS[r["label"]]) for r in rows if r["label"] is not None]
+
+
+def dataset(sonoedge, seeds, count, segment_frames, work):
+    items = []
+    for seed in seeds:
+        items += phantom(sonoedge, seed, count, segment_frames, work / f"seed{seed}")
+    proc = processor()
+    pixels = [proc(Image.open(p).convert("RGB"), return_tensors="pt")["pixel_values"][0] for p, _ in items]
+    return torch.stack(pixels), torch.tensor([label for _, label in items])
+
+
+def build():
+    torch.manual_seed(0)
+    cfg = ViTConfig(image_size=224, patch_size=16, num_channels=3, hidden_size=64, num_hidden_layers=4,
+                    num_attention_heads=4, intermediate_size=128, id2label=LABELS, label2id=LABEL_IDS)
+    return ViTForImageClassification(cfg)
+
+
+def augment(x):
+    """Brightness/contrast jitter and noise, so the model does not learn one exact gain setting."""
+    gain = torch.empty(x.shape[0], 1, 1, 1).uniform_(0.8, 1.2)
+    bias = torch.empty(x.shape[0], 1, 1, 1).uniform_(-0.1, 0.1)
+    return ((x + 1) * gain - 1 + bias + 0.03 * torch.randn_like(x)).clamp(-1, 1)
+
+
+def train(model, x, y, epochs, batch=32):
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)
+    steps = epochs * ((len(x) + batch - 1) // batch)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1e-3, total_steps=steps)
+    model.train()
+    for epoch in range(epochs):
+        perm, total, t0 = torch.randperm(len(x)), 0.0, time.time()
+        for i in range(0, len(x), batch):
+            idx = perm[i:i + batch]
+            loss = torch.nn.functional.cross_entropy(model(augment(x[idx])).logits, y[idx], label_smoothing=0.1)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += loss.item() * len(idx)
+        print(f"epoch {epoch + 1}/{epochs}: loss {total / len(x):.4f} ({time.time() - t0:.0f} s)", flush=True)
+    model.eval()
+
+
+def accuracy(model, x, y):
+    with torch.no_grad():
+        pred = torch.cat([model(x[i:i + 64]).logits.argmax(-1) for i in range(0, len(x), 64)])
+    return (pred == y).float().mean().item()
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sonoedge", required=True, help="a sonoedge binary (release build recommended)")
+    ap.add_argument("--out", type=Path, default=Path("models/demo"))
+    ap.add_argument("--epochs", type=int, default=12)
+    ap.add_argument("--min-accuracy", type=float, default=0.95)
+    args = ap.parse_args()
+    torch.set_num_threads(os.cpu_count() or 1)
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        x, y = dataset(args.sonoedge, TRAIN_SEEDS, 120, 6, work / "train")
+        xv, yv = dataset(args.sonoedge, VALID_SEEDS, 120, 6, work / "valid")
+    print(f"train {len(x)} frames {torch.bincount(y).tolist()}, valid {len(xv)}", flush=True)
+    model = build()
+    train(model, x, y, args.epochs)
+    acc = accuracy(model, xv, yv)
+    print(f"validation accuracy on seeds {list(VALID_SEEDS)}: {acc:.4f}")
+    if acc < args.min_accuracy:
+        sys.exit(f"accuracy {acc:.3f} < {args.min_accuracy}: not exporting")
+    hf = args.out / "hf"
+    shutil.rmtree(hf, ignore_errors=True)
+    model.save_pretrained(hf, safe_serialization=True)
+    processor().save_pretrained(hf)
+    export(hf, args.out / "fp32")
+    quantize_dynamic_int8(args.out / "fp32", args.out / "int8")
+    shutil.rmtree(hf)
+    shutil.rmtree(args.out / "fp32")  # only the int8 file is committed; rebuild fp32 with this script
+    for f in sorted(args.out.rglob("*.onnx")):
+        print(f"{f}: {f.stat().st_size} bytes")
+
+
+if __name__ == "__main__":
+    main()
