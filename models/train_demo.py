@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from make_models import LABELS, export, processor, quantize_dynamic_int8  # noqa: E402
 
 LABEL_IDS = {v: k for k, v in LABELS.items()}
-TRAIN_SEEDS = range(100, 136)
+TRAIN_SEEDS = range(100, 140)
 VALID_SEEDS = range(900, 904)
 
 
@@ -57,10 +57,15 @@ def build():
 
 
 def augment(x):
-    """Brightness/contrast jitter and noise, so the model does not learn one exact gain setting."""
+    """Gain/offset jitter, noise, left-right flips and small shifts: the model should learn lesion
+    shape and shadowing, not one gain setting or one position."""
     gain = torch.empty(x.shape[0], 1, 1, 1).uniform_(0.8, 1.2)
     bias = torch.empty(x.shape[0], 1, 1, 1).uniform_(-0.1, 0.1)
-    return ((x + 1) * gain - 1 + bias + 0.03 * torch.randn_like(x)).clamp(-1, 1)
+    x = ((x + 1) * gain - 1 + bias + 0.03 * torch.randn_like(x)).clamp(-1, 1)
+    flip = torch.rand(x.shape[0]) < 0.5
+    x[flip] = x[flip].flip(-1)
+    dx, dy = torch.randint(-12, 13, (2,)).tolist()
+    return torch.roll(x, shifts=(dy, dx), dims=(-2, -1))
 
 
 def train(model, x, y, epochs, batch=32):
@@ -92,14 +97,15 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sonoedge", required=True, help="a sonoedge binary (release build recommended)")
     ap.add_argument("--out", type=Path, default=Path("models/demo"))
-    ap.add_argument("--epochs", type=int, default=12)
+    ap.add_argument("--epochs", type=int, default=24)
     ap.add_argument("--min-accuracy", type=float, default=0.95)
     args = ap.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        x, y = dataset(args.sonoedge, TRAIN_SEEDS, 120, 6, work / "train")
-        xv, yv = dataset(args.sonoedge, VALID_SEEDS, 120, 6, work / "valid")
+        # One frame per segment: every training frame is a new scene (lesion, position, texture).
+        x, y = dataset(args.sonoedge, TRAIN_SEEDS, 120, 1, work / "train")
+        xv, yv = dataset(args.sonoedge, VALID_SEEDS, 120, 1, work / "valid")
     print(f"train {len(x)} frames {torch.bincount(y).tolist()}, valid {len(xv)}", flush=True)
     model = build()
     train(model, x, y, args.epochs)

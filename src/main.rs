@@ -16,6 +16,8 @@ fn run(cli: Cli) -> i32 {
         Command::Phantom(a) => cli::phantom::run(a).map(|()| 0),
         Command::Run(a) => return cli::run::run(a).map(|()| 0).unwrap_or_else(|e| report(&e.to_string(), e.exit_code())),
         Command::Check(a) => return cli::check::run(a).unwrap_or_else(|e| report(&e.to_string(), e.exit_code())),
+        #[cfg(feature = "demo")]
+        Command::Demo(a) => return cli::demo::run(a).map(|()| 0).unwrap_or_else(|e| report(&e.to_string(), e.exit_code())),
     };
     result.unwrap_or_else(|e| report(&format!("{e:#}"), 1))
 }

@@ -95,26 +95,25 @@ fn logits_on(model: &Model, tensor: &[f32]) -> Vec<f32> {
     session.run().unwrap().0.to_vec()
 }
 
-#[test]
-fn fp32_engine_matches_onnxruntime_on_the_reference_tensor() {
-    let model = load("models/tiny-random/fp32");
+/// Feeds each reference tensor to `dir`'s model and compares the logits with golden `key`.
+fn engine_matches_onnxruntime(dir: &str, key: &str, tolerance: f32) {
+    let model = load(dir);
     for img in images() {
         let ours = logits_on(&model, &reference_tensor(img["tensor_bilinear"].as_str().unwrap()));
-        let diff = max_abs_diff(&ours, &floats(&img["logits_ort_fp32"]));
-        eprintln!("{} fp32 logits diff vs onnxruntime {diff:.2e}", img["file"]);
-        assert!(diff < 1e-4, "{}: {ours:?} vs {}", img["file"], img["logits_ort_fp32"]);
+        let diff = max_abs_diff(&ours, &floats(&img[key]));
+        eprintln!("{} {key}: logits diff {diff:.2e}", img["file"]);
+        assert!(diff < tolerance, "{}: {ours:?} vs {}", img["file"], img[key]);
     }
 }
 
 #[test]
+fn fp32_engine_matches_onnxruntime_on_the_reference_tensor() {
+    engine_matches_onnxruntime("models/tiny-random/fp32", "logits_ort_fp32", 1e-4);
+}
+
+#[test]
 fn dynamic_int8_engine_matches_onnxruntime_on_the_reference_tensor() {
-    let model = load("models/tiny-random/int8");
-    for img in images() {
-        let ours = logits_on(&model, &reference_tensor(img["tensor_bilinear"].as_str().unwrap()));
-        let diff = max_abs_diff(&ours, &floats(&img["logits_ort_int8"]));
-        eprintln!("{} int8 logits diff vs onnxruntime {diff:.2e}", img["file"]);
-        assert!(diff < 2e-2, "{}: {ours:?} vs {}", img["file"], img["logits_ort_int8"]);
-    }
+    engine_matches_onnxruntime("models/tiny-random/int8", "logits_ort_int8", 2e-2);
 }
 
 #[test]

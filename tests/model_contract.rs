@@ -153,3 +153,8 @@ fn schema_examples_validate_against_their_schemas() {
         }
     }
 }
+
+#[test]
+fn the_commented_deploy_config_is_valid() {
+    sonoedge::config::Config::load(&repo("deploy/sonoedge.toml")).expect("deploy/sonoedge.toml parses and checks");
+}

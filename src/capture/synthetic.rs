@@ -1012,9 +1012,7 @@ impl FrameSource for SyntheticSource {
         format!("synthetic seed={}", self.cfg.seed)
     }
 
-    /// `monotonic` is measured from the source's creation (std's `Instant` is CLOCK_MONOTONIC on
-    /// Linux but does not expose its epoch), so it orders and spaces frames correctly but is not
-    /// comparable with V4L2 timestamps from another source.
+    /// `monotonic` is CLOCK_MONOTONIC when the frame was rendered, as V4L2 stamps buffers.
     fn next_frame(&mut self) -> Result<Option<Frame<'_>>, CaptureError> {
         if !self.wait_until_due() {
             return Ok(None);
@@ -1022,7 +1020,7 @@ impl FrameSource for SyntheticSource {
         let sequence = self.index;
         self.index += 1;
         self.phantom.render(sequence, &mut self.buffer);
-        let meta = self.meta(sequence, self.started.elapsed());
+        let meta = self.meta(sequence, super::monotonic_now());
         Ok(Some(Frame { meta, data: &self.buffer }))
     }
 }
@@ -1032,9 +1030,9 @@ impl FrameSource for SyntheticSource {
 
 /// Writes `count` frames of the phantom with `seed` at 1280x720, and `truth.jsonl` (format in
 /// the module documentation), into `dir`.
-pub fn write_phantom(dir: &Path, seed: u64, count: u32, roi_only: bool) -> anyhow::Result<()> {
+pub fn write_phantom(dir: &Path, seed: u64, count: u32, segment_frames: u32, roi_only: bool) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let cfg = PhantomConfig { seed, ..PhantomConfig::default() };
+    let cfg = PhantomConfig { seed, segment_frames, ..PhantomConfig::default() };
     let mut phantom = Phantom::new(&cfg);
     let mut frame = vec![0; phantom.frame_len()];
     let roi = roi_for(cfg.width, cfg.height);
@@ -1243,7 +1241,7 @@ mod tests {
     #[test]
     fn write_phantom_writes_frames_and_truth_lines() {
         let dir = std::env::temp_dir().join(format!("sonoedge-phantom-{}", std::process::id()));
-        write_phantom(&dir, 7, 2, true).unwrap();
+        write_phantom(&dir, 7, 2, 40, true).unwrap();
         let lines: Vec<serde_json::Value> = std::fs::read_to_string(dir.join("truth.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
         assert_eq!((lines.len(), &lines[1]["file"], &lines[1]["seed"]), (2, &serde_json::json!("frame_000001.png"), &serde_json::json!(7)));
         let img = image::open(dir.join("frame_000000.png")).unwrap();

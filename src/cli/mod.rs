@@ -3,6 +3,8 @@
 pub mod bench;
 pub mod check;
 pub mod classify;
+#[cfg(feature = "demo")]
+pub mod demo;
 pub mod phantom;
 pub mod run;
 
@@ -34,6 +36,9 @@ pub enum Command {
     Check(run::RunArgs),
     /// Write synthetic ultrasound phantom frames and their ground truth.
     Phantom(phantom::PhantomArgs),
+    /// Everything on this machine: phantom frames, the demo model, an embedded broker; prints the messages.
+    #[cfg(feature = "demo")]
+    Demo(demo::DemoArgs),
 }
 
 /// How to find and run the model; shared by every command that loads one.

@@ -100,8 +100,7 @@ pub fn start(parts: Parts, stop: Arc<AtomicBool>) -> Running {
     let mailbox = Arc::new(Mailbox::<RoiFrame>::default());
     let started = Instant::now();
     let heartbeats: Arc<[AtomicU64; 3]> = Arc::new(Default::default());
-    let p = parts.model.preprocess();
-    let pool = Arc::new(Pool::new(3, pool_bytes(parts.roi, p.width, p.height)));
+    let pool = Arc::new(Pool::new(3, pool_bytes(parts.roi)));
     let (tx, rx) = sync_channel::<Outgoing>(256);
     let beat = Beat { heartbeats: heartbeats.clone(), started };
     let describe = parts.source.describe();
@@ -125,7 +124,7 @@ fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> JoinHandle<()> {
 }
 
 /// Room for a 1920x1080 ROI, or the configured ROI if larger, so steady state never reallocates.
-fn pool_bytes(roi: Option<Roi>, _w: u32, _h: u32) -> usize {
+fn pool_bytes(roi: Option<Roi>) -> usize {
     let (w, h) = roi.map(|r| (r.width, r.height)).unwrap_or((1920, 1080));
     w.max(1920) as usize * h.max(1080) as usize * 3
 }

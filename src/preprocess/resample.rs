@@ -108,11 +108,13 @@ pub struct Resampler {
     horiz: Coeffs,
     vert: Coeffs,
     temp: Vec<u8>,
+    /// One output row of accumulators for the vertical pass.
+    acc: Vec<i32>,
 }
 
 impl Resampler {
     pub fn new(filter: Filter, channels: usize, out_w: usize, out_h: usize) -> Resampler {
-        Resampler { filter, channels, out_w, out_h, in_size: (0, 0), horiz: Coeffs::default(), vert: Coeffs::default(), temp: Vec::new() }
+        Resampler { filter, channels, out_w, out_h, in_size: (0, 0), horiz: Coeffs::default(), vert: Coeffs::default(), temp: Vec::new(), acc: vec![0; out_w * channels] }
     }
 
     /// Resizes `src` (`in_w` x `in_h`, tightly packed) into `dst` (`out_w * out_h * channels` bytes).
@@ -128,7 +130,7 @@ impl Resampler {
         match (in_w != self.out_w, in_h != self.out_h) {
             (false, false) => dst.copy_from_slice(src), // Pillow returns a copy
             (true, false) => horizontal(src, in_w, &self.horiz, ch, 0..in_h, dst),
-            (false, true) => vertical(src, in_w * ch, &self.vert, 0, dst),
+            (false, true) => vertical(src, in_w * ch, &self.vert, 0, &mut self.acc, dst),
             (true, true) => self.both(src, in_w, dst),
         }
     }
@@ -141,7 +143,7 @@ impl Resampler {
         let row_bytes = self.out_w * self.channels;
         self.temp.resize(rows.len() * row_bytes, 0);
         horizontal(src, in_w, &self.horiz, self.channels, rows, &mut self.temp);
-        vertical(&self.temp, row_bytes, &self.vert, first, dst);
+        vertical(&self.temp, row_bytes, &self.vert, first, &mut self.acc, dst);
     }
 }
 
@@ -160,9 +162,8 @@ fn horizontal(src: &[u8], in_w: usize, c: &Coeffs, ch: usize, rows: std::ops::Ra
     }
 }
 
-/// `row_bytes` per row of `src`; `offset` is the input row `src` starts at.
-fn vertical(src: &[u8], row_bytes: usize, c: &Coeffs, offset: usize, dst: &mut [u8]) {
-    let mut acc = vec![0i32; row_bytes];
+/// `row_bytes` per row of `src`; `offset` is the input row `src` starts at; `acc` holds one row.
+fn vertical(src: &[u8], row_bytes: usize, c: &Coeffs, offset: usize, acc: &mut [i32], dst: &mut [u8]) {
     for (yy, out) in dst.chunks_exact_mut(row_bytes).enumerate() {
         let (start, w) = c.taps(yy);
         acc.fill(1 << (PRECISION_BITS - 1));
@@ -170,7 +171,7 @@ fn vertical(src: &[u8], row_bytes: usize, c: &Coeffs, offset: usize, dst: &mut [
             let row = &src[(start - offset + i) * row_bytes..][..row_bytes];
             acc.iter_mut().zip(row).for_each(|(a, p)| *a += wk * *p as i32);
         }
-        out.iter_mut().zip(&acc).for_each(|(o, a)| *o = clip8(*a));
+        out.iter_mut().zip(acc.iter()).for_each(|(o, a)| *o = clip8(*a));
     }
 }
 
