@@ -4,7 +4,8 @@ use clap::Parser;
 use sonoedge::cli::{self, Cli, Command, ModelArgs, EXIT_CONFIG};
 
 fn main() {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    // The demo's embedded broker (rumqttd) logs every connection; only sonoedge's own lines matter here.
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info,rumqttd=off,tracing=off")).init();
     let cli = Cli::parse();
     std::process::exit(run(cli));
 }

@@ -158,3 +158,23 @@ fn make_certs(dir: &std::path::Path) -> std::path::PathBuf {
     assert!(ok, "openssl failed");
     c
 }
+
+#[test]
+fn check_gives_a_verdict_per_part_and_exit_69_when_the_broker_is_unreachable() {
+    let dir = scratch("check");
+    let broker = Broker::start(&dir, "");
+    let run_check = |url: &str| {
+        let cfg = dir.join(format!("check-{}.toml", url.len()));
+        std::fs::write(&cfg, config(url, "check-dev", SYNTHETIC, "")).unwrap();
+        std::process::Command::new(env!("CARGO_BIN_EXE_sonoedge")).args(["check", "--config"]).arg(&cfg).output().unwrap()
+    };
+    let ok = run_check(&broker.url());
+    let text = String::from_utf8_lossy(&ok.stdout).to_string();
+    assert_eq!(ok.status.code(), Some(0), "{text}");
+    for part in ["config  ok", "model   ok", "source  ok", "broker  ok"] {
+        assert!(text.contains(part), "{part} missing in {text}");
+    }
+    let down = run_check(&format!("mqtt://127.0.0.1:{}", free_port()));
+    assert_eq!(down.status.code(), Some(69));
+    assert!(String::from_utf8_lossy(&down.stdout).contains("broker  UNAVAILABLE"));
+}
