@@ -33,6 +33,17 @@ if [ -z "${CARGO_TARGET_DIR:-}" ]; then
 fi
 echo "cargo target dir: ${CARGO_TARGET_DIR:-target}"
 
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
 stage build cargo test --workspace --all-targets --no-run --locked
-stage test cargo test --workspace --all-targets --locked
+
+t0=$SECONDS
+echo "=== [test] cargo test --workspace --all-targets --locked"
+# pipefail is set: a failing test fails this script even through tee.
+cargo test --workspace --all-targets --locked 2>&1 | tee "$log"
+echo "=== [test] done in $((SECONDS - t0)) s (total $((SECONDS - started)) s)"
+
 echo "=== all stages passed in $((SECONDS - started)) s"
+# The closing line, over every test binary (cargo prints a "test result" line per binary).
+awk '/^test result:/ { for (i = 2; i <= NF; i++) { if ($i ~ /^passed/) p += $(i-1); if ($i ~ /^failed/) f += $(i-1); if ($i ~ /^ignored/) s += $(i-1) } }
+     END { printf "tests: %d passed, %d failed, %d skipped\n", p, f, s }' "$log"

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use rumqttc::{Client, Connection, Event, LastWill, MqttOptions, Packet, QoS, RecvTimeoutError, TlsConfiguration, Transport};
+use rumqttc::{Client, Connection, Event, LastWill, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
 
 use super::{Identity, Outgoing, PublishCounters, Publisher, Status};
 
@@ -203,9 +203,11 @@ fn event_loop(mut connection: Connection, client: &Client, shared: &Shared, ctx:
     let mut failures = Failures::default();
     while !shared.stop.load(Ordering::Relaxed) {
         *shared.last_poll.lock().unwrap() = Instant::now();
-        match connection.recv_timeout(Duration::from_millis(250)) {
-            Err(RecvTimeoutError::Timeout) => continue,
-            Err(RecvTimeoutError::Disconnected) => break,
+        // A blocking receive: recv_timeout drops rumqttc's poll future whenever the timeout fires,
+        // and nothing here should depend on that being cancel-safe. Shutdown wakes this loop with
+        // the DISCONNECT request; keep-alive pings bound an idle wait.
+        match connection.recv() {
+            Err(_) => break, // every client handle is gone
             Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => {
                 on_connected(client, shared, ctx, ever_connected);
                 ever_connected = true;
