@@ -145,7 +145,7 @@ fn bench_reports_units_in_key_names() {
 
 #[test]
 fn schema_examples_validate_against_their_schemas() {
-    for name in ["prediction.v1.schema.json", "status.v1.schema.json"] {
+    for name in ["prediction.v1.schema.json", "status.v1.schema.json", "stats.v1.schema.json"] {
         let schema: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(repo("src/publish/schemas").join(name)).unwrap()).unwrap();
         let v = jsonschema::validator_for(&schema).unwrap();
         for ex in schema["examples"].as_array().unwrap() {
