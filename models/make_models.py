@@ -215,6 +215,17 @@ def report(out, size):
         sys.exit("FAIL: the tiny fixture must stay well under 2 MB")
 
 
+def save_export_quantize(model, out):
+    """What a user does with a trained model: save_pretrained with its processor (out/hf), optimum
+    export (out/fp32), dynamic QInt8 (out/int8)."""
+    hf = out / "hf"
+    shutil.rmtree(hf, ignore_errors=True)
+    model.save_pretrained(hf, safe_serialization=True)
+    processor().save_pretrained(hf)
+    export(hf, out / "fp32")
+    quantize_dynamic_int8(out / "fp32", out / "int8")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", choices=SIZES, default="tiny")
@@ -224,12 +235,7 @@ def main():
     args = ap.parse_args()
     model = build(args.size, args.seed)
     pixel, torch_logits = check_spread(model)
-    hf = args.out / "hf"
-    shutil.rmtree(hf, ignore_errors=True)
-    model.save_pretrained(hf, safe_serialization=True)
-    processor().save_pretrained(hf)
-    export(hf, args.out / "fp32")
-    quantize_dynamic_int8(args.out / "fp32", args.out / "int8")
+    save_export_quantize(model, args.out)
     if not args.no_qdq:
         quantize_static_qdq(args.out / "fp32", args.out / "qdq")
     verify_onnx(args.out, pixel, torch_logits)

@@ -26,7 +26,7 @@ from PIL import Image
 from transformers import ViTConfig, ViTForImageClassification
 
 sys.path.insert(0, str(Path(__file__).parent))
-from make_models import LABELS, export, processor, quantize_dynamic_int8  # noqa: E402
+from make_models import LABELS, processor, save_export_quantize  # noqa: E402
 
 LABEL_IDS = {v: k for k, v in LABELS.items()}
 TRAIN_SEEDS = range(100, 140)
@@ -113,13 +113,8 @@ def main():
     print(f"validation accuracy on seeds {list(VALID_SEEDS)}: {acc:.4f}")
     if acc < args.min_accuracy:
         sys.exit(f"accuracy {acc:.3f} < {args.min_accuracy}: not exporting")
-    hf = args.out / "hf"
-    shutil.rmtree(hf, ignore_errors=True)
-    model.save_pretrained(hf, safe_serialization=True)
-    processor().save_pretrained(hf)
-    export(hf, args.out / "fp32")
-    quantize_dynamic_int8(args.out / "fp32", args.out / "int8")
-    shutil.rmtree(hf)
+    save_export_quantize(model, args.out)
+    shutil.rmtree(args.out / "hf")
     shutil.rmtree(args.out / "fp32")  # only the int8 file is committed; rebuild fp32 with this script
     for f in sorted(args.out.rglob("*.onnx")):
         print(f"{f}: {f.stat().st_size} bytes")

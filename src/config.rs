@@ -181,8 +181,11 @@ impl Config {
         if !valid_topic_level(&self.mqtt.topic_prefix) {
             return bad("mqtt.topic_prefix", format!("{:?} must be one topic level of a-z, A-Z, 0-9, '-' or '_'", self.mqtt.topic_prefix));
         }
-        if self.mqtt.queue_capacity == 0 || self.mqtt.keep_alive_s < 5 {
-            return bad("mqtt.queue_capacity", "queue_capacity must be >= 1 and keep_alive_s >= 5".into());
+        if self.mqtt.queue_capacity == 0 {
+            return bad("mqtt.queue_capacity", "must be at least 1".into());
+        }
+        if self.mqtt.keep_alive_s < 5 {
+            return bad("mqtt.keep_alive_s", format!("{} is below the minimum of 5 seconds", self.mqtt.keep_alive_s));
         }
         if !(self.pipeline.max_fps >= 0.0 && self.pipeline.max_fps <= 1000.0) {
             return bad("pipeline.max_fps", format!("{} is not between 0 and 1000", self.pipeline.max_fps));

@@ -122,6 +122,10 @@ pub fn clock_synced() -> bool {
     // SAFETY: adjtimex with modes = 0 only reads the kernel's clock state into the struct.
     let mut tx: libc::timex = unsafe { std::mem::zeroed() };
     let rc = unsafe { libc::adjtimex(&mut tx) };
+    if rc < 0 {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| log::warn!("cannot read the clock state (adjtimex: {}); clock_synced stays false. Under systemd, ProtectClock=yes causes this", std::io::Error::last_os_error()));
+    }
     rc != libc::TIME_ERROR && rc >= 0 && tx.status & libc::STA_UNSYNC == 0
 }
 
