@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::run::{build_source, identity, load_model, mqtt_settings, RunArgs, StartError};
 use crate::config::Config;
-use crate::publish::mqtt::parse_url;
+use crate::publish::mqtt::connect_options;
 
 pub const EXIT_UNAVAILABLE: i32 = 69;
 
@@ -45,17 +45,9 @@ fn try_source(cfg: &Config) -> bool {
 
 fn try_broker(cfg: &Config) -> Result<bool, StartError> {
     let settings = mqtt_settings(&cfg.mqtt)?;
-    let (_, host, port) = parse_url(&settings.url).map_err(|e| StartError::Config(e.to_string()))?;
-    let mut options = rumqttc::MqttOptions::new(format!("sonoedge-check-{}", std::process::id()), host, port);
-    options.set_keep_alive(Duration::from_secs(5));
-    if let Some(u) = &settings.username {
-        options.set_credentials(u, settings.password.clone().unwrap_or_default());
-    }
-    if settings.url.starts_with("mqtts://") {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let ca = settings.ca_file.as_ref().and_then(|p| std::fs::read(p).ok()).unwrap_or_default();
-        options.set_transport(rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Simple { ca, alpn: None, client_auth: None }));
-    }
+    // The publisher's own options (TLS with client certificate included), under a probe's client id.
+    let options = connect_options(&settings, &format!("sonoedge-check-{}", std::process::id()))
+        .map_err(|e| StartError::Config(e.to_string()))?;
     let (_client, mut connection) = rumqttc::Client::new(options, 4);
     let verdict = match connection.recv_timeout(Duration::from_secs(5)) {
         Ok(Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_)))) => Ok(()),

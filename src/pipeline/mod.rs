@@ -244,38 +244,35 @@ impl CaptureStage {
 
     /// Converts and gates one frame; `Some` if it should be inferred.
     pub fn accept(&mut self, frame: Frame<'_>, frame_no: u64, captured_at: Instant) -> Option<RoiFrame> {
-        accept(self, frame, frame_no, captured_at)
+        let roi = self.roi.unwrap_or(Roi::full(frame.meta.width, frame.meta.height));
+        let rgb = self.convert(&frame, roi)?;
+        let verdict = self.gate.judge(&rgb, roi.width, roi.height);
+        self.state.set("streaming", verdict.as_str(), None);
+        match verdict {
+            Verdict::Infer => Some(RoiFrame { rgb, width: roi.width, height: roi.height, meta: frame.meta, frame_no, captured_at }),
+            Verdict::NoSignal | Verdict::Frozen => {
+                Counters::add(if verdict == Verdict::NoSignal { &self.counters.gated_no_signal } else { &self.counters.gated_frozen });
+                self.pool.put(rgb);
+                None
+            }
+        }
     }
-}
 
-fn accept(c: &mut CaptureStage, frame: Frame<'_>, frame_no: u64, captured_at: Instant) -> Option<RoiFrame> {
-    let roi = c.roi.unwrap_or(Roi::full(frame.meta.width, frame.meta.height));
-    let Some(mut rgb) = c.pool.get() else {
-        Counters::add(&c.counters.dropped_inference_busy);
-        return None;
-    };
-    match roi_to_rgb(&frame, roi, &mut rgb) {
-        Ok(()) => {}
-        Err(e) => {
-            c.pool.put(rgb);
-            let (counter, gate) = match e {
-                ConvertError::RoiOutside { .. } => (&c.counters.roi_mismatch, "roi_mismatch"),
-                ConvertError::Truncated { .. } => (&c.counters.dropped_corrupt_frame, "corrupt_frames"),
-            };
-            Counters::add(counter);
-            c.state.set("streaming", gate, Some(e.to_string()));
+    /// The ROI as RGB in a pooled buffer; a frame it cannot convert is counted and reported.
+    fn convert(&self, frame: &Frame<'_>, roi: Roi) -> Option<Vec<u8>> {
+        let Some(mut rgb) = self.pool.get() else {
+            Counters::add(&self.counters.dropped_inference_busy);
             return None;
-        }
-    }
-    let verdict = c.gate.judge(&rgb, roi.width, roi.height);
-    c.state.set("streaming", verdict.as_str(), None);
-    match verdict {
-        Verdict::Infer => Some(RoiFrame { rgb, width: roi.width, height: roi.height, meta: frame.meta, frame_no, captured_at }),
-        Verdict::NoSignal | Verdict::Frozen => {
-            Counters::add(if verdict == Verdict::NoSignal { &c.counters.gated_no_signal } else { &c.counters.gated_frozen });
-            c.pool.put(rgb);
-            None
-        }
+        };
+        let Err(e) = roi_to_rgb(frame, roi, &mut rgb) else { return Some(rgb) };
+        self.pool.put(rgb);
+        let (counter, gate) = match e {
+            ConvertError::RoiOutside { .. } => (&self.counters.roi_mismatch, "roi_mismatch"),
+            ConvertError::Truncated { .. } => (&self.counters.dropped_corrupt_frame, "corrupt_frames"),
+        };
+        Counters::add(counter);
+        self.state.set("streaming", gate, Some(e.to_string()));
+        None
     }
 }
 

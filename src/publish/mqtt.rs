@@ -122,12 +122,19 @@ fn qos(q: u8) -> QoS {
 }
 
 fn options(s: &MqttSettings, device_id: &str, topics: &Topics, offline: &Status) -> Result<MqttOptions, MqttError> {
-    let (tls, host, port) = parse_url(&s.url)?;
-    let mut o = MqttOptions::new(format!("sonoedge-{device_id}"), host, port);
-    o.set_keep_alive(Duration::from_secs(s.keep_alive_s));
+    let mut o = connect_options(s, &format!("sonoedge-{device_id}"))?;
     o.set_clean_session(true);
     let will = serde_json::to_vec(offline).expect("status serializes");
     o.set_last_will(LastWill::new(&topics.status, will, QoS::AtLeastOnce, true));
+    Ok(o)
+}
+
+/// Broker address, keep-alive, credentials and TLS from the settings: what every connection of
+/// sonoedge's (the publisher's, `check`'s probe) shares.
+pub fn connect_options(s: &MqttSettings, client_id: &str) -> Result<MqttOptions, MqttError> {
+    let (tls, host, port) = parse_url(&s.url)?;
+    let mut o = MqttOptions::new(client_id, host, port);
+    o.set_keep_alive(Duration::from_secs(s.keep_alive_s));
     if let Some(user) = &s.username {
         o.set_credentials(user, s.password.clone().unwrap_or_default());
     }
