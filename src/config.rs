@@ -7,6 +7,11 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::capture::convert::Deinterlace;
+use crate::capture::fan::Fan;
+use crate::capture::v4l2::negotiate::parse_fourcc;
+use crate::capture::v4l2::DeviceSpec;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config {0}: {1}")]
@@ -55,6 +60,8 @@ pub enum SourceConfig {
         fps: f64,
         #[serde(default)]
         roi: Option<[u32; 4]>,
+        #[serde(default)]
+        fan: Option<Fan>,
     },
     /// Image files replayed at `fps`: `path` is a folder (sorted) or a single file.
     Images {
@@ -65,6 +72,30 @@ pub enum SourceConfig {
         looping: bool,
         #[serde(default)]
         roi: Option<[u32; 4]>,
+        #[serde(default)]
+        fan: Option<Fan>,
+    },
+    /// A V4L2 capture device: the grabber on the cart's video output.
+    V4l2 {
+        /// `/dev/video0`, a stable `/dev/v4l/by-id/...` link, `card:NAME` or `bus:INFO`.
+        device: String,
+        /// A fourcc (YUYV, UYVY, NV12, YU12, RGB3, BGR3, GREY, MJPG) or `auto` (best offered).
+        #[serde(default = "auto")]
+        format: String,
+        /// Both or neither; neither = the largest size offered up to 1920x1080.
+        width: Option<u32>,
+        height: Option<u32>,
+        /// Frames per second to ask for; absent = the driver's current rate.
+        fps: Option<f64>,
+        #[serde(default = "four")]
+        buffers: u32,
+        /// Interlaced input: `top_field` (default), `blend` or `weave` (as delivered).
+        #[serde(default)]
+        interlace: Deinterlace,
+        #[serde(default)]
+        roi: Option<[u32; 4]>,
+        #[serde(default)]
+        fan: Option<Fan>,
     },
 }
 
@@ -72,7 +103,22 @@ impl SourceConfig {
     /// The ROI `[x, y, width, height]` in source pixels; `None` = the whole frame.
     pub fn roi(&self) -> Option<[u32; 4]> {
         match self {
-            SourceConfig::Synthetic { roi, .. } | SourceConfig::Images { roi, .. } => *roi,
+            SourceConfig::Synthetic { roi, .. } | SourceConfig::Images { roi, .. } | SourceConfig::V4l2 { roi, .. } => *roi,
+        }
+    }
+
+    /// The fan mask, if one is configured.
+    pub fn fan(&self) -> Option<Fan> {
+        match self {
+            SourceConfig::Synthetic { fan, .. } | SourceConfig::Images { fan, .. } | SourceConfig::V4l2 { fan, .. } => *fan,
+        }
+    }
+
+    /// How interlaced frames are taken (only grabbers deliver them).
+    pub fn deinterlace(&self) -> Deinterlace {
+        match self {
+            SourceConfig::V4l2 { interlace, .. } => *interlace,
+            _ => Deinterlace::default(),
         }
     }
 }
@@ -142,6 +188,13 @@ fn fifteen() -> f64 {
 fn yes() -> bool {
     true
 }
+fn auto() -> String {
+    "auto".into()
+}
+fn four() -> u32 {
+    4
+}
+
 
 impl Config {
     /// Reads, parses and checks the file; environment overrides are applied.
@@ -194,19 +247,41 @@ impl Config {
     }
 
     fn check_source(&self, path: &Path) -> Result<(), ConfigError> {
-        let fps = match &self.source {
-            SourceConfig::Synthetic { fps, .. } | SourceConfig::Images { fps, .. } => *fps,
-        };
-        if !(fps > 0.0 && fps <= 240.0) {
-            return Err(ConfigError::Invalid(path.to_path_buf(), "source.fps", format!("{fps} is not above 0 and at most 240")));
+        let bad = |key: &'static str, why: String| Err(ConfigError::Invalid(path.to_path_buf(), key, why));
+        match &self.source {
+            SourceConfig::Synthetic { fps, .. } | SourceConfig::Images { fps, .. } => check_fps(*fps).or_else(|e| bad("source.fps", e))?,
+            SourceConfig::V4l2 { .. } => self.check_v4l2().map_err(|(key, why)| ConfigError::Invalid(path.to_path_buf(), key, why))?,
         }
         if let Some([_, _, w, h]) = self.source.roi() {
             if w < 16 || h < 16 {
-                return Err(ConfigError::Invalid(path.to_path_buf(), "source.roi", format!("[x, y, width, height] with width {w} and height {h}: both must be at least 16")));
+                return bad("source.roi", format!("[x, y, width, height] with width {w} and height {h}: both must be at least 16"));
             }
+        }
+        if let Some(fan) = self.source.fan() {
+            fan.validate().or_else(|e| bad("source.fan", e))?;
         }
         Ok(())
     }
+
+    fn check_v4l2(&self) -> Result<(), (&'static str, String)> {
+        let SourceConfig::V4l2 { device, format, width, height, fps, buffers, .. } = &self.source else { return Ok(()) };
+        DeviceSpec::parse(device).map_err(|e| ("source.device", e))?;
+        parse_fourcc(format).map_err(|e| ("source.format", e))?;
+        if width.is_some() != height.is_some() || width.is_some_and(|w| w == 0) || height.is_some_and(|h| h == 0) {
+            return Err(("source.width", format!("width {width:?} and height {height:?}: give both (non-zero) or neither")));
+        }
+        if let Some(fps) = fps {
+            check_fps(*fps).map_err(|e| ("source.fps", e))?;
+        }
+        if !(2..=8).contains(buffers) {
+            return Err(("source.buffers", format!("{buffers} is not between 2 and 8")));
+        }
+        Ok(())
+    }
+}
+
+fn check_fps(fps: f64) -> Result<(), String> {
+    if fps > 0.0 && fps <= 240.0 { Ok(()) } else { Err(format!("{fps} is not above 0 and at most 240")) }
 }
 
 /// One MQTT topic level of safe characters.

@@ -12,9 +12,14 @@ fn main() {
 
 fn run(cli: Cli) -> i32 {
     let result = match &cli.command {
-        Command::Classify(a) => with_model(&a.model, |m| cli::classify::run(a, m).map(|failed| i32::from(failed > 0))),
+        Command::Classify(a) => match cli::classify::setup(a) {
+            Ok((model, region)) => with_model(&model, |m| cli::classify::run(a, m, region).map(|failed| i32::from(failed > 0))),
+            Err(e) => return report(&format!("{e:#}"), EXIT_CONFIG),
+        },
         Command::Bench(a) => with_model(&a.model, |m| cli::bench::run(a, m).map(|()| 0)),
         Command::Phantom(a) => cli::phantom::run(a).map(|()| 0),
+        Command::Snapshot(a) => cli::snapshot::run(a).map(|()| 0),
+        Command::Devices(a) => cli::devices::run(a).map(|()| 0),
         Command::Run(a) => return cli::run::run(a).map(|()| 0).unwrap_or_else(|e| report(&e.to_string(), e.exit_code())),
         Command::Check(a) => return cli::check::run(a).unwrap_or_else(|e| report(&e.to_string(), e.exit_code())),
         #[cfg(feature = "demo")]
@@ -25,9 +30,12 @@ fn run(cli: Cli) -> i32 {
 
 /// Loads the model first: an unusable model exits 78 before any input is touched.
 fn with_model(args: &ModelArgs, f: impl FnOnce(&sonoedge::infer::Model) -> anyhow::Result<i32>) -> anyhow::Result<i32> {
+    if args.model.is_none() {
+        return Ok(report("--model PATH is required", 2));
+    }
     match args.load() {
         Ok(model) => f(&model),
-        Err(e) => Ok(report(&e.to_string(), EXIT_CONFIG)),
+        Err(e) => Ok(report(&format!("{e:#}"), EXIT_CONFIG)),
     }
 }
 

@@ -166,7 +166,7 @@ fn check_gives_a_verdict_per_part_and_exit_69_when_the_broker_is_unreachable() {
     let run_check = |url: &str| {
         let cfg = dir.join(format!("check-{}.toml", url.len()));
         std::fs::write(&cfg, config(url, "check-dev", SYNTHETIC, "")).unwrap();
-        std::process::Command::new(env!("CARGO_BIN_EXE_sonoedge")).args(["check", "--config"]).arg(&cfg).output().unwrap()
+        common::sonoedge().args(["check", "--config"]).arg(&cfg).output().unwrap()
     };
     let ok = run_check(&broker.url());
     let text = String::from_utf8_lossy(&ok.stdout).to_string();

@@ -10,6 +10,9 @@ use std::time::Duration;
 use common::*;
 use sonoedge::capture::synthetic::{Phantom, PhantomConfig, Truth, DEFAULT_ROI};
 
+/// Valid predictions wanted per seed before the daemon is stopped (natively it makes ~10x more).
+const MIN_PER_SEED: usize = 30;
+
 fn run_seed(seed: u64, seconds: u64) -> (Vec<Msg>, Vec<Msg>) {
     let dir = scratch(&format!("demo-{seed}"));
     let broker = Broker::start(&dir, "");
@@ -21,7 +24,9 @@ fn run_seed(seed: u64, seconds: u64) -> (Vec<Msg>, Vec<Msg>) {
         repo("models/demo/int8").display(), broker.url()
     );
     let mut d = Daemon::spawn(&dir, &config);
+    // At least `seconds`; under an emulator (time scale > 1) longer, until enough frames were judged.
     std::thread::sleep(Duration::from_secs(seconds));
+    wait_for(Duration::from_secs(seconds), || sub.on("/prediction").len() >= MIN_PER_SEED);
     d.signal(15);
     assert_eq!(d.wait_exit(Duration::from_secs(15)), Some(0), "log:\n{}", d.log_text());
     std::thread::sleep(Duration::from_millis(300));

@@ -11,7 +11,7 @@ fn repo(p: &str) -> PathBuf {
 }
 
 fn sonoedge(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sonoedge")).args(args).output().expect("run sonoedge")
+    common::sonoedge().args(args).output().expect("run sonoedge")
 }
 
 fn stderr(o: &Output) -> String {

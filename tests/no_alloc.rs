@@ -7,7 +7,8 @@ use std::cell::Cell;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use sonoedge::capture::convert::Roi;
+use sonoedge::capture::convert::{Converter, Deinterlace};
+use sonoedge::capture::region::Region;
 use sonoedge::capture::{ColorSpace, FieldOrder, Frame, FrameMeta, PixelFormat, Range};
 use sonoedge::infer::{LoadOptions, Model, Overrides};
 use sonoedge::pipeline::gate::Gate;
@@ -61,7 +62,7 @@ impl Rig {
     fn new(model: &Model) -> Rig {
         let pool = Arc::new(Pool::new(3, 736 * 624 * 3));
         let mailbox = Arc::new(Mailbox::default());
-        let stage = CaptureStage { roi: Some(Roi { x: 272, y: 56, width: 736, height: 624 }), gate: Gate::new(8.0, 0.5),
+        let stage = CaptureStage { region: Region::new(Some([272, 56, 736, 624]), None), converter: Converter::new(Deinterlace::Weave), gate: Gate::new(8.0, 0.5),
             pool: pool.clone(), mailbox: mailbox.clone(), counters: Arc::new(Counters::default()), state: Arc::new(SharedState::default()) };
         let raw = (0..1280 * 720 * 2).map(|i| (i * 7 % 251) as u8).collect();
         Rig { stage, mailbox, pool, raw, pre: Preprocessor::new(model.preprocess()) }

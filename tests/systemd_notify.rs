@@ -8,7 +8,7 @@ mod common;
 use std::collections::VecDeque;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -76,7 +76,7 @@ fn spawn_notified(dir: &Path, notify: &NotifySocket, config: &str) -> Daemon {
     let cfg = dir.join("sonoedge.toml");
     std::fs::write(&cfg, config).unwrap();
     let log = dir.join("daemon.log");
-    let child = Command::new(env!("CARGO_BIN_EXE_sonoedge")).args(["run", "--config"]).arg(&cfg)
+    let child = common::sonoedge().args(["run", "--config"]).arg(&cfg)
         .env("NOTIFY_SOCKET", &notify.path).env("WATCHDOG_USEC", "2000000").env("RUST_LOG", "info")
         .stdout(Stdio::null()).stderr(std::fs::File::create(&log).unwrap()).spawn().unwrap();
     Daemon { child, log }

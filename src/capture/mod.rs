@@ -5,9 +5,12 @@
 //! inference thread only ever sees tightly packed RGB of the region the model should look at.
 
 pub mod convert;
+pub mod fan;
+pub mod region;
 pub mod images;
 pub mod still;
 pub mod synthetic;
+pub mod v4l2;
 
 use std::time::{Duration, SystemTime};
 
@@ -19,10 +22,19 @@ pub enum PixelFormat {
     Rgb24,
     /// BGR3: B, G, R bytes.
     Bgr24,
-    /// GREY: one byte.
+    /// GREY: one byte of luma (expanded to 0-255 when the range is limited).
     Grey,
-    /// YUYV 4:2:2 packed.
+    /// YUYV 4:2:2 packed: Y0 Cb Y1 Cr.
     Yuyv,
+    /// UYVY 4:2:2 packed: Cb Y0 Cr Y1.
+    Uyvy,
+    /// NV12 4:2:0: the Y plane (`height` lines of `stride`), then one interleaved CbCr plane with
+    /// the same stride.
+    Nv12,
+    /// YU12 (I420) 4:2:0: the Y plane, then Cb and Cr planes, each with stride `stride / 2`.
+    Yu12,
+    /// MJPG: one JPEG per buffer (`stride` unused); decoded before the ROI is taken.
+    Mjpg,
 }
 
 /// YCbCr matrix, for the YUV formats.

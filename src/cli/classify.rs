@@ -7,12 +7,22 @@ use clap::Args;
 use serde_json::{json, Map, Value};
 
 use super::ModelArgs;
-use crate::capture::still::load_still;
+use std::time::{Duration, SystemTime};
+
+use crate::capture::convert::{roi_to_rgb, Roi};
+use crate::capture::region::Region;
+use crate::capture::still::{load_still, Still};
+use crate::capture::{ColorSpace, FieldOrder, Frame, FrameMeta, PixelFormat, Range};
+use crate::config::Config;
 use crate::infer::{Model, Session};
-use crate::preprocess::Preprocessor;
+use crate::preprocess::{ImageView, Layout, Preprocessor};
 
 #[derive(Debug, Args)]
 pub struct ClassifyArgs {
+    /// A daemon config: its model, ROI and fan mask are used, so saved frames are cropped and
+    /// masked exactly as the daemon does (instead of --model).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["model", "labels", "preprocessor"])]
+    pub config: Option<PathBuf>,
     #[command(flatten)]
     pub model: ModelArgs,
     /// Image files (PNG, JPEG, BMP).
@@ -20,14 +30,21 @@ pub struct ClassifyArgs {
     pub images: Vec<PathBuf>,
 }
 
+/// The model settings and the region (ROI and fan) to classify with.
+pub fn setup(args: &ClassifyArgs) -> anyhow::Result<(ModelArgs, Region)> {
+    let Some(path) = &args.config else { return Ok((args.model.clone(), Region::default())) };
+    let cfg = Config::load(path)?;
+    Ok((ModelArgs::from_config(&cfg.model), Region::new(cfg.source.roi(), cfg.source.fan())))
+}
+
 /// Classifies every image; returns how many could not be classified.
-pub fn run(args: &ClassifyArgs, model: &Model) -> anyhow::Result<usize> {
+pub fn run(args: &ClassifyArgs, model: &Model, mut region: Region) -> anyhow::Result<usize> {
     let mut session = model.session()?;
     let mut pre = Preprocessor::new(model.preprocess());
     let mut out = std::io::stdout().lock();
     let mut failed = 0;
     for path in &args.images {
-        let line = match classify_one(path, model, &mut pre, &mut session) {
+        let line = match classify_one(path, model, &mut region, &mut pre, &mut session) {
             Ok(v) => v,
             Err(e) => {
                 failed += 1;
@@ -40,11 +57,29 @@ pub fn run(args: &ClassifyArgs, model: &Model) -> anyhow::Result<usize> {
     Ok(failed)
 }
 
-fn classify_one(path: &Path, model: &Model, pre: &mut Preprocessor, session: &mut Session) -> anyhow::Result<Value> {
+fn classify_one(path: &Path, model: &Model, region: &mut Region, pre: &mut Preprocessor, session: &mut Session) -> anyhow::Result<Value> {
     let still = load_still(path)?;
-    pre.run(still.view(), session.input_mut())?;
+    if region.configured_roi().is_none() && region.fan().is_none() {
+        pre.run(still.view(), session.input_mut())?;
+    } else {
+        let (rgb, roi) = crop_and_mask(&still, region)?;
+        pre.run(ImageView { width: roi.width, height: roi.height, layout: Layout::Rgb8, data: &rgb }, session.input_mut())?;
+    }
     let (logits, probs) = session.run()?;
     Ok(result_json(path, model, logits, probs))
+}
+
+/// The ROI of a saved frame as RGB with the fan masked, as the daemon's capture stage makes it.
+fn crop_and_mask(still: &Still, region: &mut Region) -> anyhow::Result<(Vec<u8>, Roi)> {
+    let roi = region.roi(still.width, still.height);
+    let format = if still.layout == Layout::Grey8 { PixelFormat::Grey } else { PixelFormat::Rgb24 };
+    let meta = FrameMeta { width: still.width, height: still.height, format, stride: still.width as usize * still.layout.bytes_per_pixel(),
+        color_space: ColorSpace::Bt601, range: Range::Full, field: FieldOrder::Progressive, sequence: 0,
+        monotonic: Duration::ZERO, wall: SystemTime::UNIX_EPOCH };
+    let mut rgb = Vec::new();
+    roi_to_rgb(&Frame { meta, data: &still.data }, roi, &mut rgb)?;
+    region.mask(&mut rgb, roi);
+    Ok((rgb, roi))
 }
 
 /// The result of one image: top label, probabilities by label, raw logits and the model's identity.

@@ -7,6 +7,8 @@ pub mod classify;
 pub mod demo;
 pub mod phantom;
 pub mod run;
+pub mod snapshot;
+pub mod devices;
 
 use std::path::PathBuf;
 
@@ -34,6 +36,10 @@ pub enum Command {
     Run(run::RunArgs),
     /// Validate config and model, try the source and the broker once, print a verdict.
     Check(run::RunArgs),
+    /// Grab one frame: write it with the ROI and fan drawn on it, and the model's input, as PNGs.
+    Snapshot(snapshot::SnapshotArgs),
+    /// List V4L2 capture devices with their formats, sizes and frame rates.
+    Devices(devices::DevicesArgs),
     /// Write synthetic ultrasound phantom frames and their ground truth.
     Phantom(phantom::PhantomArgs),
     /// Everything on this machine: phantom frames, the demo model, an embedded broker; prints the messages.
@@ -44,9 +50,10 @@ pub enum Command {
 /// How to find and run the model; shared by every command that loads one.
 #[derive(Debug, Clone, Args)]
 pub struct ModelArgs {
-    /// An `.onnx` file, or an optimum export folder holding exactly one.
+    /// An `.onnx` file, or an optimum export folder holding exactly one (required unless
+    /// `classify --config` names a daemon config).
     #[arg(long, value_name = "PATH")]
-    pub model: PathBuf,
+    pub model: Option<PathBuf>,
     /// Labels in output order, comma-separated, instead of config.json's id2label.
     #[arg(long, value_delimiter = ',', value_name = "A,B,C")]
     pub labels: Option<Vec<String>>,
@@ -59,8 +66,15 @@ pub struct ModelArgs {
 }
 
 impl ModelArgs {
-    pub fn load(&self) -> Result<Model, crate::infer::ModelError> {
+    pub fn load(&self) -> anyhow::Result<Model> {
+        let Some(path) = &self.model else { anyhow::bail!("--model PATH is required") };
         let overrides = Overrides { labels: self.labels.clone(), preprocessor: self.preprocessor.clone() };
-        Model::load(&self.model, &overrides, &LoadOptions { threads: self.threads as usize })
+        Ok(Model::load(path, &overrides, &LoadOptions { threads: self.threads as usize })?)
+    }
+
+    /// The model settings of a daemon config, for `classify --config`.
+    pub fn from_config(cfg: &crate::config::ModelConfig) -> ModelArgs {
+        ModelArgs { model: Some(cfg.path.clone()), labels: cfg.labels.clone(), preprocessor: cfg.preprocessor.clone(),
+            threads: cfg.threads.min(64) as u16 }
     }
 }

@@ -10,7 +10,8 @@ use anyhow::Context;
 use clap::Args;
 use sha2::{Digest, Sha256};
 
-use crate::capture::convert::Roi;
+use crate::capture::region::Region;
+use crate::capture::v4l2::{negotiate, DeviceSpec, V4l2Settings, V4l2Source, Want};
 use crate::capture::images::ImageSource;
 use crate::capture::synthetic::{PhantomConfig, SyntheticSource};
 use crate::capture::FrameSource;
@@ -80,7 +81,17 @@ pub fn build_source(cfg: &SourceConfig) -> Box<dyn FrameSource> {
             Box::new(SyntheticSource::new(PhantomConfig { seed: *seed, fps: *fps, ..PhantomConfig::default() }))
         }
         SourceConfig::Images { path, fps, looping, .. } => Box::new(ImageSource::new(path.clone(), *fps, *looping)),
+        SourceConfig::V4l2 { .. } => Box::new(V4l2Source::new(v4l2_settings(cfg).expect("checked when the config was loaded"))),
     }
+}
+
+/// The grabber settings of a `kind = "v4l2"` source; `None` for other kinds.
+pub fn v4l2_settings(cfg: &SourceConfig) -> Option<V4l2Settings> {
+    let SourceConfig::V4l2 { device, format, width, height, fps, buffers, .. } = cfg else { return None };
+    let device = DeviceSpec::parse(device).ok()?;
+    let fourcc = negotiate::parse_fourcc(format).ok()?;
+    let size = width.zip(*height);
+    Some(V4l2Settings { device, want: Want { fourcc, size, fps: *fps }, buffers: *buffers })
 }
 
 /// MQTT settings with the password read from SONOEDGE_MQTT_PASSWORD or `password_file`.
@@ -128,7 +139,7 @@ pub fn serve(cfg: &Config, stop: Arc<AtomicBool>, duration: Option<Duration>) ->
     let publisher = MqttPublisher::start(&mqtt_settings(&cfg.mqtt)?, identity.clone(), &offline).map_err(config_err)?;
     log::info!("publishing to {} under {}/{}/", cfg.mqtt.url, cfg.mqtt.topic_prefix, identity.device_id);
     let parts = Parts {
-        source, model, publisher: Box::new(publisher), roi: cfg.source.roi().map(Roi::from_array), config: cfg.pipeline.clone(),
+        source, model, publisher: Box::new(publisher), region: Region::new(cfg.source.roi(), cfg.source.fan()), deinterlace: cfg.source.deinterlace(), config: cfg.pipeline.clone(),
         identity, stats_interval_s: cfg.mqtt.stats_interval_s, system_facts: crate::sysinfo::system_facts,
     };
     let running = pipeline::start(parts, stop.clone());

@@ -13,7 +13,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::capture::convert::{roi_to_rgb, ConvertError, Roi};
+use crate::capture::convert::{ConvertError, Converter, Deinterlace, Roi};
+use crate::capture::region::Region;
 use crate::capture::{CaptureError, Frame, FrameMeta, FrameSource};
 use crate::cli::classify::argmax;
 use crate::config::PipelineConfig;
@@ -60,7 +61,8 @@ pub struct Parts {
     pub source: Box<dyn FrameSource>,
     pub model: Arc<Model>,
     pub publisher: Box<dyn Publisher>,
-    pub roi: Option<Roi>,
+    pub region: Region,
+    pub deinterlace: Deinterlace,
     pub config: PipelineConfig,
     pub identity: Identity,
     /// Seconds between stats messages (0 = off).
@@ -100,11 +102,11 @@ pub fn start(parts: Parts, stop: Arc<AtomicBool>) -> Running {
     let mailbox = Arc::new(Mailbox::<RoiFrame>::default());
     let started = Instant::now();
     let heartbeats: Arc<[AtomicU64; 3]> = Arc::new(Default::default());
-    let pool = Arc::new(Pool::new(3, pool_bytes(parts.roi)));
+    let pool = Arc::new(Pool::new(3, pool_bytes(parts.region.configured_roi())));
     let (tx, rx) = sync_channel::<Outgoing>(256);
     let beat = Beat { heartbeats: heartbeats.clone(), started };
     let describe = parts.source.describe();
-    let stage = CaptureStage { roi: parts.roi, gate: Gate::new(parts.config.no_signal_luma, parts.config.frozen_mad),
+    let stage = CaptureStage { region: parts.region, converter: Converter::new(parts.deinterlace), gate: Gate::new(parts.config.no_signal_luma, parts.config.frozen_mad),
         pool: pool.clone(), mailbox: mailbox.clone(), counters: counters.clone(), state: state.clone() };
     let capture = CaptureLoop { source: parts.source, stage, min_interval: min_interval(parts.config.max_fps),
         counters: counters.clone(), state: state.clone(), stop: stop.clone(), beat: beat.with(0) };
@@ -166,7 +168,8 @@ struct CaptureLoop {
 
 /// What the capture thread does with a frame once it has one: convert, gate, hand off.
 pub struct CaptureStage {
-    pub roi: Option<Roi>,
+    pub region: Region,
+    pub converter: Converter,
     pub gate: Gate,
     pub pool: Arc<Pool>,
     pub mailbox: Arc<Mailbox<RoiFrame>>,
@@ -190,11 +193,11 @@ impl CaptureLoop {
                 Ok(Some(f)) => f,
                 Ok(None) => continue, // timeout: look at the stop flag again
                 Err(e) => {
-                    Self::on_error(&self.counters, &self.state, e);
+                    Self::on_error(&self.stage, &self.counters, &self.state, e);
                     continue;
                 }
             };
-            let captured_at = Instant::now();
+            let captured_at = capture_instant(&frame.meta);
             Counters::add(&self.counters.frames_in);
             frame_no += 1;
             count_gaps(&self.counters, &mut last_seq, frame.meta.sequence);
@@ -209,7 +212,7 @@ impl CaptureLoop {
         }
     }
 
-    fn on_error(counters: &Counters, state: &SharedState, e: CaptureError) {
+    fn on_error(stage: &CaptureStage, counters: &Counters, state: &SharedState, e: CaptureError) {
         match e {
             CaptureError::Corrupt(why) => {
                 Counters::add(&counters.dropped_corrupt_frame);
@@ -217,10 +220,25 @@ impl CaptureLoop {
             }
             CaptureError::Unavailable(why) => {
                 state.set("waiting", "source_waiting", Some(why));
+                // A frame captured before the loss and not yet inferred is not published late.
+                if let Some(stale) = stage.mailbox.try_take() {
+                    stage.pool.put(stale.rgb);
+                }
                 std::thread::sleep(Duration::from_millis(500));
             }
         }
     }
+}
+
+/// The capture time as an Instant: the source's CLOCK_MONOTONIC stamp (the driver's, for V4L2),
+/// so ages include the time the buffer waited in the driver; now, if the stamp is implausible.
+fn capture_instant(meta: &FrameMeta) -> Instant {
+    let now = Instant::now();
+    let age = crate::capture::monotonic_now().saturating_sub(meta.monotonic);
+    if meta.monotonic.is_zero() || age > Duration::from_secs(10) {
+        return now;
+    }
+    now.checked_sub(age).unwrap_or(now)
 }
 
 fn count_gaps(counters: &Counters, last_seq: &mut Option<u64>, seq: u64) {
@@ -244,8 +262,9 @@ impl CaptureStage {
 
     /// Converts and gates one frame; `Some` if it should be inferred.
     pub fn accept(&mut self, frame: Frame<'_>, frame_no: u64, captured_at: Instant) -> Option<RoiFrame> {
-        let roi = self.roi.unwrap_or(Roi::full(frame.meta.width, frame.meta.height));
-        let rgb = self.convert(&frame, roi)?;
+        let roi = self.region.roi(frame.meta.width, frame.meta.height);
+        let mut rgb = self.convert(&frame, roi)?;
+        self.region.mask(&mut rgb, roi);
         let verdict = self.gate.judge(&rgb, roi.width, roi.height);
         self.state.set("streaming", verdict.as_str(), None);
         match verdict {
@@ -259,16 +278,16 @@ impl CaptureStage {
     }
 
     /// The ROI as RGB in a pooled buffer; a frame it cannot convert is counted and reported.
-    fn convert(&self, frame: &Frame<'_>, roi: Roi) -> Option<Vec<u8>> {
+    fn convert(&mut self, frame: &Frame<'_>, roi: Roi) -> Option<Vec<u8>> {
         let Some(mut rgb) = self.pool.get() else {
             Counters::add(&self.counters.dropped_inference_busy);
             return None;
         };
-        let Err(e) = roi_to_rgb(frame, roi, &mut rgb) else { return Some(rgb) };
+        let Err(e) = self.converter.convert(frame, roi, &mut rgb) else { return Some(rgb) };
         self.pool.put(rgb);
         let (counter, gate) = match e {
             ConvertError::RoiOutside { .. } => (&self.counters.roi_mismatch, "roi_mismatch"),
-            ConvertError::Truncated { .. } => (&self.counters.dropped_corrupt_frame, "corrupt_frames"),
+            ConvertError::Truncated { .. } | ConvertError::StrideTooSmall { .. } | ConvertError::Corrupt(_) => (&self.counters.dropped_corrupt_frame, "corrupt_frames"),
         };
         Counters::add(counter);
         self.state.set("streaming", gate, Some(e.to_string()));
@@ -362,6 +381,15 @@ impl PublishLoop {
         loop {
             self.beat.beat();
             match self.rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(msg @ Outgoing::Prediction(_)) => {
+                    // The status goes out first; a result finishing after the source was lost is stale.
+                    published_version = self.publish_status_if_changed(published_version);
+                    if self.state.snapshot().1 .0 != "waiting" {
+                        self.publisher.publish(msg);
+                    } else {
+                        Counters::add(&self.counters.dropped_source_lost);
+                    }
+                }
                 Ok(msg) => self.publisher.publish(msg),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break, // the inference thread has finished

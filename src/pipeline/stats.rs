@@ -18,6 +18,8 @@ pub struct Counters {
     /// A newer frame replaced this one while inference was busy.
     pub dropped_inference_busy: AtomicU64,
     pub dropped_corrupt_frame: AtomicU64,
+    /// A result that finished after the source was lost: not published, it would be stale.
+    pub dropped_source_lost: AtomicU64,
     /// Sequence numbers the source skipped (frames the driver dropped).
     pub source_gaps: AtomicU64,
     pub gated_no_signal: AtomicU64,
@@ -86,6 +88,7 @@ impl StatsReporter {
                 "corrupt_frame": c.dropped_corrupt_frame.load(Relaxed),
                 "source_gaps": c.source_gaps.load(Relaxed),
                 "inference_error": c.inference_errors.load(Relaxed),
+                "source_lost": c.dropped_source_lost.load(Relaxed),
             },
             "skipped": {
                 "no_signal": c.gated_no_signal.load(Relaxed),

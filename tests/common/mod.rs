@@ -81,8 +81,30 @@ impl Drop for Broker {
     }
 }
 
+/// The sonoedge binary under test. For a cross-built target, CI names the emulator that runs it in
+/// SONOEDGE_TEST_RUNNER (e.g. `qemu-aarch64 -L /usr/aarch64-linux-gnu`): without binfmt_misc a
+/// test binary running under qemu-user cannot exec another foreign binary directly.
+pub fn sonoedge() -> Command {
+    let bin = env!("CARGO_BIN_EXE_sonoedge");
+    match std::env::var("SONOEDGE_TEST_RUNNER").ok().filter(|r| !r.trim().is_empty()) {
+        Some(runner) => {
+            let mut words = runner.split_whitespace();
+            let mut cmd = Command::new(words.next().unwrap());
+            cmd.args(words).arg(bin);
+            cmd
+        }
+        None => Command::new(bin),
+    }
+}
+
+/// How much slower than native this run is (SONOEDGE_TEST_TIME_SCALE, set by CI under qemu);
+/// every deadline in these tests is multiplied by it. Deadlines are upper bounds, never timings.
+pub fn time_scale() -> u32 {
+    std::env::var("SONOEDGE_TEST_TIME_SCALE").ok().and_then(|s| s.parse().ok()).filter(|&k| k >= 1).unwrap_or(1)
+}
+
 pub fn wait_for(timeout: Duration, mut ok: impl FnMut() -> bool) -> bool {
-    let until = Instant::now() + timeout;
+    let until = Instant::now() + timeout * time_scale();
     while Instant::now() < until {
         if ok() {
             return true;
@@ -164,7 +186,7 @@ impl Daemon {
         let cfg = dir.join("sonoedge.toml");
         std::fs::write(&cfg, config).unwrap();
         let log = dir.join("daemon.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_sonoedge")).args(["run", "--config"]).arg(&cfg)
+        let child = sonoedge().args(["run", "--config"]).arg(&cfg)
             .env("RUST_LOG", "info").stdout(Stdio::null()).stderr(std::fs::File::create(&log).unwrap()).spawn().unwrap();
         Daemon { child, log }
     }
@@ -175,7 +197,7 @@ impl Daemon {
     }
 
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
-        let until = Instant::now() + timeout;
+        let until = Instant::now() + timeout * time_scale();
         while Instant::now() < until {
             if let Some(s) = self.child.try_wait().unwrap() {
                 return Some(s.code().unwrap_or(-1));
