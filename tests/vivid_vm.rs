@@ -44,6 +44,10 @@ fn config(device_id: &str, format: &str, port: u16) -> String {
 /// Each format runs ~8 s; then the Disconnect scenario: 8 s streaming, press Disconnect, 20 s more.
 fn scenario() -> String {
     let mut s = String::from("set -x\n");
+    // The listing and the snapshot command on the real driver first.
+    s += "./sonoedge devices > devices.txt; echo \"DEVICES rc=$? lines=$(wc -l < devices.txt)\"; head -5 devices.txt; grep -m3 1280x720 devices.txt\n";
+    s += "./sonoedge devices --json | grep -c '\"fourcc\"' | sed 's/^/JSON formats=/'\n";
+    s += "./sonoedge snapshot --config yuyv.toml --out snap; echo \"SNAPSHOT rc=$?\"; ls -l snap\n";
     for f in FORMATS {
         let id = f.to_lowercase();
         s += &format!("./sonoedge run --config {id}.toml & pid=$!\nsleep 8\nkill -TERM $pid\nwait $pid\necho \"EXIT {id} $?\"\n");
@@ -103,10 +107,20 @@ fn vivid_formats_and_disconnect_in_a_vm() {
     println!("{} VM run took {:.1} s; console in {}", arch(), took.as_secs_f64(), dir.join("console.log").display());
     assert!(ok, "the VM scenario failed:\n{console}");
     std::thread::sleep(Duration::from_millis(500));
+    check_tools(&console);
     for f in FORMATS {
         check_format(&sub, f, &console);
     }
     check_disconnect(&sub, &console);
+}
+
+/// `sonoedge devices` listed vivid with its formats; `snapshot` wrote both PNGs.
+fn check_tools(console: &str) {
+    assert!(console.contains("DEVICES rc=0") && console.contains("driver vivid"), "devices: {console}");
+    let formats: usize = console.lines().find_map(|l| l.trim().strip_prefix("JSON formats=")).and_then(|n| n.trim().parse().ok()).unwrap_or(0);
+    println!("devices --json listed {formats} formats");
+    assert!(formats >= 8, "vivid offers dozens of formats, devices --json listed {formats}");
+    assert!(console.contains("SNAPSHOT rc=0") && console.contains("frame.png") && console.contains("input.png"), "snapshot: {console}");
 }
 
 fn check_format(sub: &Subscriber, format: &str, console: &str) {

@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant};
 
 use super::run::{build_source, identity, load_model, mqtt_settings, RunArgs, StartError};
+use crate::capture::convert::Roi;
 use crate::config::Config;
 use crate::publish::mqtt::connect_options;
 
@@ -29,7 +30,12 @@ fn try_source(cfg: &Config) -> bool {
     while Instant::now() < deadline {
         match source.next_frame() {
             Ok(Some(f)) => {
-                println!("source  ok: {name} gives {}x{} {:?}", f.meta.width, f.meta.height, f.meta.format);
+                let (w, h) = (f.meta.width, f.meta.height);
+                if let Some(roi) = cfg.source.roi().map(Roi::from_array).filter(|r| !r.fits(w, h)) {
+                    println!("source  ROI MISMATCH: {name} gives {w}x{h}, source.roi {roi:?} does not fit (nothing would be published; `sonoedge snapshot` shows the frame)");
+                    return false;
+                }
+                println!("source  ok: {name} gives {w}x{h} {:?}", f.meta.format);
                 return true;
             }
             Ok(None) => continue,
