@@ -2,9 +2,12 @@
 //! shrinking), then rescale and normalise, written into a caller-owned `[1, 3, H, W]` f32 buffer.
 //!
 //! Resize runs on 8-bit pixels exactly as Pillow does (the reference resizes a uint8 PIL image), so
-//! the float values are `lut[c][u8]` for a per-channel table built once from the spec.
+//! the float values are `lut[c][u8]` for a per-channel table built once from the spec, applied to
+//! each resized row as it comes out of the resampler.
 
+mod kernels;
 pub mod resample;
+mod transpose;
 
 use crate::infer::{PreprocessSpec, Resample};
 use resample::{Filter, Resampler};
@@ -48,7 +51,6 @@ pub struct Preprocessor {
     rgb_resampler: Resampler,
     grey_resampler: Resampler,
     rgb: Vec<u8>,
-    grey: Vec<u8>,
     lut: [[f32; 256]; 3],
 }
 
@@ -64,7 +66,6 @@ impl Preprocessor {
             rgb_resampler: Resampler::new(filter, 3, w, h),
             grey_resampler: Resampler::new(filter, 1, w, h),
             rgb: vec![0; w * h * 3],
-            grey: vec![0; w * h],
             lut: lookup_table(spec),
         }
     }
@@ -84,39 +85,57 @@ impl Preprocessor {
         if out.len() != self.output_len() {
             return Err(PreprocessError::BadOutput(out.len(), self.output_len()));
         }
-        self.resize(image)?;
-        let plane = self.spec.width as usize * self.spec.height as usize;
-        let (r, rest) = out.split_at_mut(plane);
-        let (g, b) = rest.split_at_mut(plane);
-        for (i, px) in self.rgb.chunks_exact(3).enumerate() {
-            r[i] = self.lut[0][px[0] as usize];
-            g[i] = self.lut[1][px[1] as usize];
-            b[i] = self.lut[2][px[2] as usize];
-        }
-        Ok(())
-    }
-
-    fn resize(&mut self, image: ImageView<'_>) -> Result<(), PreprocessError> {
         let expected = image.width as usize * image.height as usize * image.layout.bytes_per_pixel();
         if image.data.len() != expected || image.width == 0 || image.height == 0 {
             return Err(PreprocessError::BadBuffer(image.width, image.height, image.data.len(), expected));
         }
-        let (w, h) = (image.width as usize, image.height as usize);
+        let w = self.spec.width as usize;
+        let (r, rest) = out.split_at_mut(w * self.spec.height as usize);
+        let (g, b) = rest.split_at_mut(r.len());
+        let mut planes = Planes { rgb: &mut self.rgb, r, g, b, lut: &self.lut, width: w };
+        let (in_w, in_h) = (image.width as usize, image.height as usize);
+        // Each resized row is normalised while it is still in cache.
         match image.layout {
-            Layout::Rgb8 => self.rgb_resampler.resize(image.data, w, h, &mut self.rgb),
+            Layout::Rgb8 => self.rgb_resampler.resize_rows(image.data, in_w, in_h, &mut |y, row| planes.rgb_row(y, row)),
             // Resizing one grey plane then repeating it equals PIL's convert("RGB") then resize.
-            Layout::Grey8 => {
-                self.grey_resampler.resize(image.data, w, h, &mut self.grey);
-                spread_grey(&self.grey, &mut self.rgb);
-            }
+            Layout::Grey8 => self.grey_resampler.resize_rows(image.data, in_w, in_h, &mut |y, row| planes.grey_row(y, row)),
         }
         Ok(())
     }
 }
 
-fn spread_grey(grey: &[u8], rgb: &mut [u8]) {
-    for (v, px) in grey.iter().zip(rgb.chunks_exact_mut(3)) {
-        px.fill(*v);
+/// Where resized rows go: the packed copy behind [`Preprocessor::resized_rgb`] and the tensor planes.
+struct Planes<'a> {
+    rgb: &'a mut [u8],
+    r: &'a mut [f32],
+    g: &'a mut [f32],
+    b: &'a mut [f32],
+    lut: &'a [[f32; 256]; 3],
+    width: usize,
+}
+
+impl Planes<'_> {
+    fn rgb_row(&mut self, y: usize, row: &[u8]) {
+        self.rgb[y * self.width * 3..][..self.width * 3].copy_from_slice(row);
+        self.normalise(y);
+    }
+
+    fn grey_row(&mut self, y: usize, row: &[u8]) {
+        for (px, v) in self.rgb[y * self.width * 3..][..self.width * 3].chunks_exact_mut(3).zip(row) {
+            px.fill(*v);
+        }
+        self.normalise(y);
+    }
+
+    /// Row `y` of the packed copy into the three planes.
+    fn normalise(&mut self, y: usize) {
+        let at = y * self.width..(y + 1) * self.width;
+        let planes = self.r[at.clone()].iter_mut().zip(&mut self.g[at.clone()]).zip(&mut self.b[at.clone()]);
+        for (((r, g), b), px) in planes.zip(self.rgb[at.start * 3..at.end * 3].chunks_exact(3)) {
+            *r = self.lut[0][px[0] as usize];
+            *g = self.lut[1][px[1] as usize];
+            *b = self.lut[2][px[2] as usize];
+        }
     }
 }
 

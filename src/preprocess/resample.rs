@@ -5,10 +5,13 @@
 //! Why not a general-purpose resizer: the model was trained on Pillow's output, and resizers that
 //! order the passes differently or round coefficients to 16 bits differ from it by up to 13 uint8
 //! steps with bicubic (measured on tests/fixtures with fast_image_resize 6.1). Matching the
-//! reference bit for bit is the point of this module, so it stays small and is tested against it.
+//! reference bit for bit is the point of this module; speed comes from computing the same sums
+//! in an order the compiler vectorises (`kernels`), checked against a plain port of Pillow's loops
+//! (tests/preprocess_speed.rs).
 
-/// Pillow's `PRECISION_BITS` for 8-bit images.
-const PRECISION_BITS: u32 = 32 - 8 - 2;
+use std::ops::Range;
+
+use super::kernels::{self, BlockBuffers, Isa, BLOCK_ROWS, PRECISION_BITS};
 
 /// The filters Pillow applies for `Image.BILINEAR` and `Image.BICUBIC`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,7 +48,7 @@ impl Filter {
 
 /// Fixed-point weights of one pass: for each output index, the first input index and its taps.
 #[derive(Debug, Clone, Default)]
-struct Coeffs {
+pub struct Coeffs {
     /// Per output: (first input index, number of taps).
     bounds: Vec<(usize, usize)>,
     /// `ksize` weights per output, in Pillow's 22-bit fixed point.
@@ -81,9 +84,22 @@ impl Coeffs {
         c
     }
 
-    fn taps(&self, out: usize) -> (usize, &[i32]) {
+    /// Number of outputs.
+    pub fn outputs(&self) -> usize {
+        self.bounds.len()
+    }
+
+    /// The first input index of output `out` and its weights.
+    pub fn taps(&self, out: usize) -> (usize, &[i32]) {
         let (start, n) = self.bounds[out];
         (start, &self.weights[out * self.ksize..out * self.ksize + n])
+    }
+
+    /// The input indices any output reads.
+    fn span(&self) -> Range<usize> {
+        let first = self.bounds.first().map_or(0, |b| b.0);
+        let last = self.bounds.iter().map(|(start, n)| start + n).max().unwrap_or(0);
+        first..last
     }
 }
 
@@ -92,86 +108,85 @@ fn to_fixed(w: f64) -> i32 {
     if w < 0.0 { (scaled - 0.5) as i32 } else { (scaled + 0.5) as i32 }
 }
 
-fn clip8(acc: i32) -> u8 {
-    (acc >> PRECISION_BITS).clamp(0, 255) as u8
-}
-
-/// Resizes packed 8-bit images with `channels` per pixel; owns its coefficient tables and the
-/// intermediate image, rebuilt only when the input size changes.
+/// Resizes packed 8-bit images with 1 or 3 channels per pixel; owns its coefficient tables and
+/// work buffers, rebuilt only when the input size changes.
 #[derive(Debug)]
 pub struct Resampler {
     filter: Filter,
     channels: usize,
     out_w: usize,
     out_h: usize,
+    isa: Isa,
     in_size: (usize, usize),
     horiz: Coeffs,
     vert: Coeffs,
+    blocks: BlockBuffers,
+    /// The horizontal pass's output: the rows the vertical pass reads, in whole blocks.
     temp: Vec<u8>,
-    /// One output row of accumulators for the vertical pass.
-    acc: Vec<i32>,
+    /// One output row of the vertical pass.
+    row: Vec<u8>,
 }
 
 impl Resampler {
+    /// A resampler to `out_w` x `out_h` for images of `channels` (1 or 3) bytes per pixel.
     pub fn new(filter: Filter, channels: usize, out_w: usize, out_h: usize) -> Resampler {
-        Resampler { filter, channels, out_w, out_h, in_size: (0, 0), horiz: Coeffs::default(), vert: Coeffs::default(), temp: Vec::new(), acc: vec![0; out_w * channels] }
+        Resampler::with_isa(filter, channels, out_w, out_h, Isa::detect())
+    }
+
+    /// As [`Resampler::new`] with the given build of the inner loops (tests compare them).
+    pub(crate) fn with_isa(filter: Filter, channels: usize, out_w: usize, out_h: usize, isa: Isa) -> Resampler {
+        assert!(channels == 1 || channels == 3, "{channels} channels: only grey and RGB are resampled");
+        Resampler { filter, channels, out_w, out_h, isa, in_size: (0, 0), horiz: Coeffs::default(), vert: Coeffs::default(),
+            blocks: BlockBuffers::default(), temp: Vec::new(), row: vec![0; out_w * channels] }
     }
 
     /// Resizes `src` (`in_w` x `in_h`, tightly packed) into `dst` (`out_w * out_h * channels` bytes).
     pub fn resize(&mut self, src: &[u8], in_w: usize, in_h: usize, dst: &mut [u8]) {
-        let ch = self.channels;
-        debug_assert_eq!(src.len(), in_w * in_h * ch);
-        debug_assert_eq!(dst.len(), self.out_w * self.out_h * ch);
-        if (in_w, in_h) != self.in_size {
-            self.horiz = Coeffs::new(in_w, self.out_w, self.filter);
-            self.vert = Coeffs::new(in_h, self.out_h, self.filter);
-            self.in_size = (in_w, in_h);
-        }
-        match (in_w != self.out_w, in_h != self.out_h) {
-            (false, false) => dst.copy_from_slice(src), // Pillow returns a copy
-            (true, false) => horizontal(src, in_w, &self.horiz, ch, 0..in_h, dst),
-            (false, true) => vertical(src, in_w * ch, &self.vert, 0, &mut self.acc, dst),
-            (true, true) => self.both(src, in_w, dst),
-        }
-    }
-
-    /// Horizontal pass over only the rows the vertical pass reads, then the vertical pass.
-    fn both(&mut self, src: &[u8], in_w: usize, dst: &mut [u8]) {
-        let first = self.vert.bounds[0].0;
-        let (last_start, last_n) = *self.vert.bounds.last().expect("non-empty");
-        let rows = first..last_start + last_n;
         let row_bytes = self.out_w * self.channels;
-        self.temp.resize(rows.len() * row_bytes, 0);
-        horizontal(src, in_w, &self.horiz, self.channels, rows, &mut self.temp);
-        vertical(&self.temp, row_bytes, &self.vert, first, &mut self.acc, dst);
+        assert_eq!(dst.len(), row_bytes * self.out_h);
+        self.resize_rows(src, in_w, in_h, &mut |y, row| dst[y * row_bytes..][..row_bytes].copy_from_slice(row));
     }
-}
 
-fn horizontal(src: &[u8], in_w: usize, c: &Coeffs, ch: usize, rows: std::ops::Range<usize>, dst: &mut [u8]) {
-    let out_row = c.bounds.len() * ch;
-    for (y, out) in rows.zip(dst.chunks_exact_mut(out_row)) {
-        let line = &src[y * in_w * ch..(y + 1) * in_w * ch];
-        for (xx, px) in out.chunks_exact_mut(ch).enumerate() {
-            let (start, w) = c.taps(xx);
-            let taps = &line[start * ch..(start + w.len()) * ch];
-            for (k, o) in px.iter_mut().enumerate() {
-                let acc = w.iter().zip(taps[k..].iter().step_by(ch)).fold(1i32 << (PRECISION_BITS - 1), |a, (w, p)| a + w * *p as i32);
-                *o = clip8(acc);
+    /// Resizes `src` and hands each output row, top to bottom, to `sink(y, row)`.
+    pub fn resize_rows(&mut self, src: &[u8], in_w: usize, in_h: usize, sink: &mut dyn FnMut(usize, &[u8])) {
+        assert_eq!(src.len(), in_w * in_h * self.channels, "{in_w}x{in_h} image of {} channels", self.channels);
+        self.prepare(in_w, in_h);
+        let (isa, row_bytes) = (self.isa, self.out_w * self.channels);
+        match (in_w != self.out_w, in_h != self.out_h) {
+            // Pillow returns a copy.
+            (false, false) => src.chunks_exact(row_bytes).enumerate().for_each(|(y, row)| sink(y, row)),
+            (true, false) => {
+                self.horizontal(src, 0..in_h);
+                self.temp.chunks_exact(row_bytes).take(in_h).enumerate().for_each(|(y, row)| sink(y, row));
+            }
+            (false, true) => kernels::vertical(isa, src, row_bytes, &self.vert, 0, &mut self.row, sink),
+            (true, true) => {
+                let rows = self.vert.span();
+                self.horizontal(src, rows.clone());
+                kernels::vertical(isa, &self.temp, row_bytes, &self.vert, rows.start, &mut self.row, sink);
             }
         }
     }
-}
 
-/// `row_bytes` per row of `src`; `offset` is the input row `src` starts at; `acc` holds one row.
-fn vertical(src: &[u8], row_bytes: usize, c: &Coeffs, offset: usize, acc: &mut [i32], dst: &mut [u8]) {
-    for (yy, out) in dst.chunks_exact_mut(row_bytes).enumerate() {
-        let (start, w) = c.taps(yy);
-        acc.fill(1 << (PRECISION_BITS - 1));
-        for (i, wk) in w.iter().enumerate() {
-            let row = &src[(start - offset + i) * row_bytes..][..row_bytes];
-            acc.iter_mut().zip(row).for_each(|(a, p)| *a += wk * *p as i32);
+    /// Rebuilds the tables and buffers for a new input size (never for the same size again).
+    fn prepare(&mut self, in_w: usize, in_h: usize) {
+        if (in_w, in_h) == self.in_size {
+            return;
         }
-        out.iter_mut().zip(acc.iter()).for_each(|(o, a)| *o = clip8(*a));
+        self.horiz = Coeffs::new(in_w, self.out_w, self.filter);
+        self.vert = Coeffs::new(in_h, self.out_h, self.filter);
+        self.blocks.resize(in_w * self.channels, self.out_w * self.channels);
+        let rows = match (in_w != self.out_w, in_h != self.out_h) {
+            (false, _) => 0,
+            (true, false) => in_h,
+            (true, true) => self.vert.span().len(),
+        };
+        self.temp.resize(rows.div_ceil(BLOCK_ROWS) * BLOCK_ROWS * self.out_w * self.channels, 0);
+        self.in_size = (in_w, in_h);
+    }
+
+    fn horizontal(&mut self, src: &[u8], rows: Range<usize>) {
+        kernels::horizontal(self.isa, src, self.channels, rows, &self.horiz, &mut self.blocks, &mut self.temp);
     }
 }
 
@@ -208,5 +223,42 @@ mod tests {
         r.resize(&[10, 30, 50, 70], 4, 1, &mut dst);
         // Support 2 px around centres 1.0 and 3.0; edge-clipped triangles give weights 3/7, 3/7, 1/7.
         assert_eq!(dst, [24, 56]);
+    }
+
+    /// Pillow's two passes written out one output value at a time, from the same tables.
+    fn plain(src: &[u8], (in_w, in_h): (usize, usize), ch: usize, (out_w, out_h): (usize, usize), filter: Filter) -> Vec<u8> {
+        let sum = |taps: (usize, &[i32]), at: &dyn Fn(usize) -> u8| {
+            let acc = taps.1.iter().enumerate().fold(1i32 << (PRECISION_BITS - 1), |a, (k, w)| a + w * at(taps.0 + k) as i32);
+            (acc >> PRECISION_BITS).clamp(0, 255) as u8
+        };
+        let (h, v) = (Coeffs::new(in_w, out_w, filter), Coeffs::new(in_h, out_h, filter));
+        let mid: Vec<u8> = if in_w == out_w { src.to_vec() } else {
+            (0..in_h * out_w * ch).map(|i| sum(h.taps(i / ch % out_w), &|x| src[(i / ch / out_w * in_w + x) * ch + i % ch])).collect()
+        };
+        if in_h == out_h { return mid; }
+        (0..out_h * out_w * ch).map(|i| sum(v.taps(i / ch / out_w), &|y| mid[(y * out_w + i / ch % out_w) * ch + i % ch])).collect()
+    }
+
+    #[test]
+    fn every_build_of_the_loops_gives_the_bytes_of_the_plain_loops() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = |n: usize| {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (seed >> 33) as usize % n
+        };
+        for case in 0..60 {
+            let filter = if case % 2 == 0 { Filter::Bilinear } else { Filter::Bicubic };
+            let ch = if case % 3 == 0 { 1 } else { 3 };
+            let out = (1 + next(20), 1 + next(20));
+            let inp = if case % 5 == 0 { (out.0, 1 + next(100)) } else if case % 7 == 0 { (1 + next(100), out.1) } else { (1 + next(150), 1 + next(150)) };
+            let src: Vec<u8> = (0..inp.0 * inp.1 * ch).map(|_| if next(4) == 0 { 255 * (next(2) as u8) } else { next(256) as u8 }).collect();
+            let want = plain(&src, inp, ch, out, filter);
+            for isa in Isa::available() {
+                let mut r = Resampler::with_isa(filter, ch, out.0, out.1, isa);
+                let mut got = vec![0; out.0 * out.1 * ch];
+                r.resize(&src, inp.0, inp.1, &mut got);
+                assert_eq!(got, want, "{isa:?} {filter:?} {inp:?} -> {out:?} x{ch}");
+            }
+        }
     }
 }
