@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # The one test command (README "Run all tests"; .ci/run calls exactly this).
-# Installs what the tests need when missing, builds the test binaries once, runs them, and prints
-# each stage's time. Uses a cargo target directory outside the clone when one can be kept there.
+# Installs what the tests need when missing, then for x86-64, aarch64 and armv7: builds the test
+# binaries once, runs them (ARM under qemu-user, aarch64 twice: Cortex-A72 and Cortex-A76), compares
+# `classify` across architectures, checks the ARM binaries' glibc needs, builds and checks the amd64
+# .deb, and runs the V4L2 system test in VMs (x86-64 and aarch64 guests with the vivid driver).
+# Prints each stage's time and, last, one line per architecture and a total.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,37 +16,132 @@ stage() { # stage NAME CMD...: runs CMD, prints its wall time
     echo "=== [$name] done in $((SECONDS - t0)) s (total $((SECONDS - started)) s)"
 }
 
-need_apt=()
-command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || need_apt+=(mosquitto)
-command -v openssl >/dev/null || need_apt+=(openssl)
-if [ ${#need_apt[@]} -gt 0 ]; then
-    if [ "$(id -u)" = 0 ]; then
-        stage apt sh -c "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ${need_apt[*]} >/dev/null"
-    else
-        echo "missing: ${need_apt[*]}; run: sudo apt-get install -y ${need_apt[*]}" >&2
-        exit 1
+ARM_TARGETS=(aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf)
+# ARM binaries are linked against glibc 2.31 (Pi OS Bullseye, Jetson L4T r35) by cargo-zigbuild.
+GLIBC_MAX=2.31
+ZIGLANG_VERSION=0.17.1
+ZIGBUILD_VERSION=0.24.1
+
+setup() {
+    local need=()
+    command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
+    command -v openssl >/dev/null || need+=(openssl)
+    command -v qemu-aarch64 >/dev/null || need+=(qemu-user)
+    [ -d /usr/lib/llvm-14/lib ] || dpkg -s libclang-dev >/dev/null 2>&1 || need+=(libclang-dev)
+    [ -e /usr/aarch64-linux-gnu/lib/libc.so.6 ] || need+=(libc6-arm64-cross)
+    [ -e /usr/arm-linux-gnueabihf/lib/libc.so.6 ] || need+=(libc6-armhf-cross)
+    command -v readelf >/dev/null || need+=(binutils)
+    if [ ${#need[@]} -gt 0 ]; then
+        [ "$(id -u)" = 0 ] || { echo "missing: ${need[*]}; run: sudo apt-get install -y ${need[*]}" >&2; exit 1; }
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
     fi
-fi
+    command -v cargo-zigbuild >/dev/null && python3 -m ziglang version >/dev/null 2>&1 ||
+        python3 -m pip install -q --disable-pip-version-check "ziglang==$ZIGLANG_VERSION" "cargo-zigbuild==$ZIGBUILD_VERSION"
+    rustup target add "${ARM_TARGETS[@]}" >/dev/null 2>&1 || rustup target list --installed | grep -q armv7 ||
+        { echo "rustup cannot add ${ARM_TARGETS[*]}" >&2; exit 1; }
+    tests/vm/setup.sh
+}
+
 # mosquitto is started by the tests themselves on free loopback ports; the packaged service is not needed.
 export PATH="$PATH:/usr/sbin"
-
 if [ -z "${CARGO_TARGET_DIR:-}" ]; then
     cache=/var/cache/sonoedge/target
     if mkdir -p "$cache" 2>/dev/null && [ -w "$cache" ]; then export CARGO_TARGET_DIR=$cache; fi
 fi
-echo "cargo target dir: ${CARGO_TARGET_DIR:-target}"
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
+echo "cargo target dir: $CARGO_TARGET_DIR"
+logs=$(mktemp -d)
+trap 'rm -rf "$logs"' EXIT
 
-log=$(mktemp)
-trap 'rm -f "$log"' EXIT
-stage build cargo test --workspace --all-targets --no-run --locked
+# run_tests NAME CMD...: runs a cargo test command, keeps its output, lists "binary::test result".
+run_tests() {
+    local name=$1; shift
+    "$@" 2>&1 | tee "$logs/$name.log"
+    awk '/^     Running / { bin = $2 } /^test .* \.\.\. / { r = $NF; sub(/^test /, ""); sub(/ \.\.\. .*/, ""); print bin "::" $0, r }' \
+        "$logs/$name.log" | sort >"$logs/$name.list"
+}
 
-t0=$SECONDS
-echo "=== [test] cargo test --workspace --all-targets --locked"
-# pipefail is set: a failing test fails this script even through tee.
-cargo test --workspace --all-targets --locked 2>&1 | tee "$log"
-echo "=== [test] done in $((SECONDS - t0)) s (total $((SECONDS - started)) s)"
+zig_target() { echo "$1.$GLIBC_MAX"; }
+runner_for() {
+    case $1 in
+        aarch64-*) echo "qemu-aarch64 -L /usr/aarch64-linux-gnu" ;;
+        armv7-*) echo "qemu-arm -L /usr/arm-linux-gnueabihf" ;;
+    esac
+}
+
+# Cross test runs: the test binaries run under qemu-user (cargo's runner, .cargo/config.toml); the
+# daemon they spawn goes through SONOEDGE_TEST_RUNNER; deadlines are scaled, never timings.
+cross_tests() { # cross_tests TARGET QEMU_CPU NAME
+    local target=$1 cpu=$2 name=$3
+    QEMU_CPU=$cpu SONOEDGE_TEST_RUNNER="$(runner_for "$target")" SONOEDGE_TEST_TIME_SCALE=10 \
+        run_tests "$name" cargo-zigbuild test --workspace --all-targets --locked --target "$(zig_target "$target")"
+}
+
+classify_json() { # classify_json RUNNER BINARY: probabilities of the fixtures, one JSON line each
+    $1 "$2" classify --model models/tiny-random/fp32 tests/fixtures/images/*.png tests/fixtures/images/*.jpg 2>/dev/null
+}
+
+parity() {
+    classify_json "" "$CARGO_TARGET_DIR/debug/sonoedge" >"$logs/classify-x86_64.jsonl"
+    QEMU_CPU=cortex-a72 classify_json "$(runner_for aarch64)" "$CARGO_TARGET_DIR/aarch64-unknown-linux-gnu/debug/sonoedge" >"$logs/classify-aarch64.jsonl"
+    QEMU_CPU=cortex-a76 classify_json "$(runner_for aarch64)" "$CARGO_TARGET_DIR/aarch64-unknown-linux-gnu/debug/sonoedge" >"$logs/classify-aarch64-a76.jsonl"
+    classify_json "$(runner_for armv7)" "$CARGO_TARGET_DIR/armv7-unknown-linux-gnueabihf/debug/sonoedge" >"$logs/classify-armv7.jsonl"
+    python3 tests/cross_parity.py 1e-4 "$logs"/classify-x86_64.jsonl "$logs"/classify-aarch64.jsonl "$logs"/classify-aarch64-a76.jsonl "$logs"/classify-armv7.jsonl
+}
+
+glibc_check() {
+    local target bin need
+    for target in "${ARM_TARGETS[@]}"; do
+        bin=$CARGO_TARGET_DIR/$target/debug/sonoedge
+        need=$(readelf -V --wide "$bin" | grep -o 'GLIBC_[0-9][0-9.]*' | sed 's/GLIBC_//' | sort -uV | tail -1)
+        echo "$target: sonoedge needs glibc $need (limit $GLIBC_MAX)"
+        [ "$(printf '%s\n%s\n' "$need" "$GLIBC_MAX" | sort -V | tail -1)" = "$GLIBC_MAX" ] || { echo "FAIL: $bin needs glibc $need" >&2; return 1; }
+    done
+}
+
+# The ARM lists must equal x86-64's, except tests that cannot run there (none are excluded today:
+# the VM test is ignored everywhere and runs in its own stage).
+compare_lists() {
+    local name
+    for name in aarch64-a72 aarch64-a76 armv7; do
+        sed 's/ .*//; s/^[^:]*\///' "$logs/x86_64.list" | sort >"$logs/x.names"
+        sed 's/ .*//; s/^[^:]*\///' "$logs/$name.list" | sort >"$logs/a.names"
+        if ! diff "$logs/x.names" "$logs/a.names" >"$logs/diff"; then
+            echo "FAIL: $name ran a different set of tests than x86_64:"; cat "$logs/diff"; return 1
+        fi
+        echo "$name: the same $(wc -l <"$logs/a.names") tests as x86_64"
+    done
+}
+
+vm_tests() {
+    SONOEDGE_VM_ARCH=x86_64 run_tests vm-x86_64 cargo test --locked --test vivid_vm -- --ignored --nocapture
+    SONOEDGE_VM_ARCH=aarch64 SONOEDGE_VM_BIN_DIR=$CARGO_TARGET_DIR/aarch64-unknown-linux-gnu/debug \
+        run_tests vm-aarch64 cargo test --locked --test vivid_vm -- --ignored --nocapture
+}
+
+summary() { # summary NAME: "NAME: N passed, N failed, N ignored"
+    awk -v n="$1" '{ if ($2 == "ok") p++; else if ($2 == "ignored") s++; else f++ }
+        END { printf "tests %s: %d passed, %d failed, %d skipped\n", n, p, f, s }' "$logs/$1.list"
+}
+
+stage setup setup
+stage build-x86_64 cargo test --workspace --all-targets --no-run --locked
+stage test-x86_64 run_tests x86_64 cargo test --workspace --all-targets --locked
+for target in "${ARM_TARGETS[@]}"; do
+    stage "build-${target%%-*}" cargo-zigbuild test --workspace --all-targets --no-run --locked --target "$(zig_target "$target")"
+done
+stage test-aarch64-a72 cross_tests aarch64-unknown-linux-gnu cortex-a72 aarch64-a72
+stage test-aarch64-a76 cross_tests aarch64-unknown-linux-gnu cortex-a76 aarch64-a76
+stage test-armv7 cross_tests armv7-unknown-linux-gnueabihf cortex-a7 armv7
+stage compare-test-lists compare_lists
+stage classify-parity parity
+stage glibc glibc_check
+export SONOEDGE_DEB_PROFILE=dev   # see deploy/debian/build-debs.sh
+stage deb tests/deb/check.sh
+stage vm-vivid vm_tests
 
 echo "=== all stages passed in $((SECONDS - started)) s"
-# The closing line, over every test binary (cargo prints a "test result" line per binary).
-awk '/^test result:/ { for (i = 2; i <= NF; i++) { if ($i ~ /^passed/) p += $(i-1); if ($i ~ /^failed/) f += $(i-1); if ($i ~ /^ignored/) s += $(i-1) } }
-     END { printf "tests: %d passed, %d failed, %d skipped\n", p, f, s }' "$log"
+for name in x86_64 aarch64-a72 aarch64-a76 armv7 vm-x86_64 vm-aarch64; do summary "$name"; done
+# The closing line, over every run above.
+cat "$logs"/*.list | awk '{ if ($2 == "ok") p++; else if ($2 == "ignored") s++; else f++ }
+    END { printf "tests: %d passed, %d failed, %d skipped\n", p, f, s }'
