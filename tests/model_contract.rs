@@ -158,3 +158,33 @@ fn schema_examples_validate_against_their_schemas() {
 fn the_commented_deploy_config_is_valid() {
     sonoedge::config::Config::load(&repo("deploy/sonoedge.toml")).expect("deploy/sonoedge.toml parses and checks");
 }
+
+/// `classify --config` crops and masks a saved frame as the daemon's config says: the same as
+/// classifying the ROI cut out by hand (with the fan blanking its corners), unlike the whole frame.
+#[test]
+fn classify_with_a_config_applies_its_roi_and_fan() {
+    let dir = scratch("classify-config");
+    let config = |extra: &str| {
+        let p = dir.join(format!("c{}.toml", extra.len()));
+        std::fs::write(&p, format!("[model]\npath = \"{}\"\n[source]\nkind = \"images\"\npath = \"{}\"\nroi = [320, 160, 640, 400]\n{extra}",
+            repo("models/tiny-random/fp32").display(), repo(IMAGE).display())).unwrap();
+        p
+    };
+    let probs = |o: &Output| -> serde_json::Value {
+        assert!(o.status.success(), "{}", stderr(o));
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()["probs"].clone()
+    };
+    let whole = probs(&sonoedge(&["classify", "--model", "models/tiny-random/fp32", IMAGE]));
+    let roi = probs(&sonoedge(&["classify", "--config", config("").to_str().unwrap(), IMAGE]));
+    let fan = "[source.fan]\norigin_px = [640, 100]\nangles_deg = [-25, 25]\nradius_start_px = 80\nradius_stop_px = 420\n";
+    let masked = probs(&sonoedge(&["classify", "--config", config(fan).to_str().unwrap(), IMAGE]));
+    // The ROI cut by hand and classified as a file of its own.
+    let img = image::open(repo(IMAGE)).unwrap().to_rgb8();
+    let cut = image::imageops::crop_imm(&img, 320, 160, 640, 400).to_image();
+    let cut_path = dir.join("cut.png");
+    cut.save(&cut_path).unwrap();
+    let by_hand = probs(&sonoedge(&["classify", "--model", "models/tiny-random/fp32", cut_path.to_str().unwrap()]));
+    assert_eq!(roi, by_hand, "the config's ROI is the same crop");
+    assert_ne!(roi, whole, "the ROI changed what the model saw");
+    assert_ne!(masked, roi, "the fan mask changed what the model saw");
+}
