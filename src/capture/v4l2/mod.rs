@@ -61,11 +61,6 @@ impl V4l2Source {
         V4l2Source { settings, open: None, failed: None, waiting: "not opened yet".into(), next_attempt: Instant::now(), delay: BACKOFF_FIRST }
     }
 
-    /// The negotiated format while streaming (for logs, status and `snapshot`).
-    pub fn negotiated(&self) -> Option<&Negotiated> {
-        self.open.as_ref().map(|o| &o.neg)
-    }
-
     /// Opens and negotiates if due; `Err(Unavailable)` while the device cannot be used.
     fn ensure_open(&mut self) -> Result<(), CaptureError> {
         if let Some(why) = self.failed.take() {
