@@ -83,9 +83,9 @@ classify_json() { # classify_json RUNNER BINARY: probabilities of the fixtures, 
 
 parity() {
     classify_json "" "$CARGO_TARGET_DIR/debug/sonoedge" >"$logs/classify-x86_64.jsonl"
-    QEMU_CPU=cortex-a72 classify_json "$(runner_for aarch64)" "$CARGO_TARGET_DIR/aarch64-unknown-linux-gnu/debug/sonoedge" >"$logs/classify-aarch64.jsonl"
-    QEMU_CPU=cortex-a76 classify_json "$(runner_for aarch64)" "$CARGO_TARGET_DIR/aarch64-unknown-linux-gnu/debug/sonoedge" >"$logs/classify-aarch64-a76.jsonl"
-    classify_json "$(runner_for armv7)" "$CARGO_TARGET_DIR/armv7-unknown-linux-gnueabihf/debug/sonoedge" >"$logs/classify-armv7.jsonl"
+    QEMU_CPU=cortex-a72 classify_json "$(runner_for aarch64-unknown-linux-gnu)" "$CARGO_TARGET_DIR/aarch64-unknown-linux-gnu/debug/sonoedge" >"$logs/classify-aarch64.jsonl"
+    QEMU_CPU=cortex-a76 classify_json "$(runner_for aarch64-unknown-linux-gnu)" "$CARGO_TARGET_DIR/aarch64-unknown-linux-gnu/debug/sonoedge" >"$logs/classify-aarch64-a76.jsonl"
+    classify_json "$(runner_for armv7-unknown-linux-gnueabihf)" "$CARGO_TARGET_DIR/armv7-unknown-linux-gnueabihf/debug/sonoedge" >"$logs/classify-armv7.jsonl"
     python3 tests/cross_parity.py 1e-4 "$logs"/classify-x86_64.jsonl "$logs"/classify-aarch64.jsonl "$logs"/classify-aarch64-a76.jsonl "$logs"/classify-armv7.jsonl
 }
 
