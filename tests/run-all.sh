@@ -57,7 +57,10 @@ trap 'rm -rf "$logs"' EXIT
 run_tests() {
     local name=$1; shift
     "$@" 2>&1 | tee "$logs/$name.log"
-    awk '/^     Running / { bin = $2 } /^test .* \.\.\. / { r = $NF; sub(/^test /, ""); sub(/ \.\.\. .*/, ""); print bin "::" $0, r }' \
+    # "test NAME ... ok", "... FAILED", "... ignored" or "... ignored, REASON": the word after "...".
+    awk '/^     Running / { bin = $2 }
+         /^test .* \.\.\. / { l = $0; sub(/^test /, "", l); i = index(l, " ... "); r = substr(l, i + 5); sub(/[ ,].*/, "", r)
+                                print bin "::" substr(l, 1, i - 1), r }' \
         "$logs/$name.log" | sort >"$logs/$name.list"
 }
 
