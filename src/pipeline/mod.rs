@@ -193,7 +193,7 @@ impl CaptureLoop {
                 Ok(Some(f)) => f,
                 Ok(None) => continue, // timeout: look at the stop flag again
                 Err(e) => {
-                    Self::on_error(&self.stage, &self.counters, &self.state, e);
+                    Self::on_error(&self.stage, e);
                     continue;
                 }
             };
@@ -212,7 +212,9 @@ impl CaptureLoop {
         }
     }
 
-    fn on_error(stage: &CaptureStage, counters: &Counters, state: &SharedState, e: CaptureError) {
+    /// The stage holds the same counters and state the loop does.
+    fn on_error(stage: &CaptureStage, e: CaptureError) {
+        let (counters, state) = (&stage.counters, &stage.state);
         match e {
             CaptureError::Corrupt(why) => {
                 Counters::add(&counters.dropped_corrupt_frame);
