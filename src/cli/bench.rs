@@ -8,7 +8,7 @@ use serde_json::json;
 
 use super::ModelArgs;
 use crate::capture::still::{load_still, Still};
-use crate::infer::Model;
+use crate::infer::{Model, Profile};
 use crate::preprocess::{Layout, Preprocessor};
 use crate::sysinfo::proc_status_kb;
 
@@ -25,6 +25,10 @@ pub struct BenchArgs {
     /// Image to preprocess and classify; default: a 1280x720 RGB noise frame.
     #[arg(long)]
     pub image: Option<PathBuf>,
+    /// Also time every node of the plan; adds a per-operator breakdown (`profile`) to the JSON
+    /// and prints it as a table on stderr. Timed runs are then slightly slower.
+    #[arg(long)]
+    pub profile: bool,
 }
 
 /// Runs the benchmark on an already loaded model and prints one JSON object.
@@ -37,18 +41,23 @@ pub fn run(args: &BenchArgs, model: &Model) -> anyhow::Result<()> {
     let mut pre = Preprocessor::new(model.preprocess());
     let mut session = model.session()?;
     let (mut pre_ms, mut infer_ms) = (Vec::new(), Vec::new());
+    let mut profile = Profile::default();
     for i in 0..args.warmup + args.runs {
         let t0 = Instant::now();
         pre.run(frame.view(), session.input_mut())?;
         let t1 = Instant::now();
-        session.run()?;
+        if args.profile && i >= args.warmup {
+            session.run_profiled(&mut profile)?;
+        } else {
+            session.run()?;
+        }
         if i >= args.warmup {
             pre_ms.push((t1 - t0).as_secs_f64() * 1e3);
             infer_ms.push(t1.elapsed().as_secs_f64() * 1e3);
         }
     }
     let mb = |kb: Option<u64>| kb.map(|k| k as f64 / 1024.0);
-    let report = json!({
+    let mut report = json!({
         "model": model.contract.onnx.display().to_string(),
         "model_format": model.info.format.as_str(),
         "model_sha256": model.sha256,
@@ -65,8 +74,21 @@ pub fn run(args: &BenchArgs, model: &Model) -> anyhow::Result<()> {
         "rss_mb": mb(proc_status_kb("VmRSS")),
         "peak_rss_mb": mb(proc_status_kb("VmHWM")),
     });
+    if args.profile {
+        print_profile(&profile);
+        report["profile"] = json!({ "node_ms_per_run": profile.total_ms(), "by_op": profile.by_op() });
+    }
     println!("{report}");
     Ok(())
+}
+
+/// The per-operator breakdown as a table on stderr.
+fn print_profile(profile: &Profile) {
+    eprintln!("{:>9} {:>6} {:>5}  {:<28} kernel / detail", "ms/run", "share", "nodes", "op");
+    for row in profile.by_op() {
+        eprintln!("{:>9.2} {:>5.1}% {:>5}  {:<28} {}", row.ms_per_run, row.share * 100.0, row.nodes, row.op, row.detail);
+    }
+    eprintln!("{:>9.2} total of node times per run", profile.total_ms());
 }
 
 /// Nearest-rank percentile (sorts in place).

@@ -63,18 +63,21 @@ pub struct ModelArgs {
     /// Threads for tract's matrix products.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub threads: u16,
+    /// Run tract's plan as tract optimizes it, without sonoedge's int8 rewrites (for comparison).
+    #[arg(long)]
+    pub plain_tract: bool,
 }
 
 impl ModelArgs {
     pub fn load(&self) -> anyhow::Result<Model> {
         let Some(path) = &self.model else { anyhow::bail!("--model PATH is required") };
         let overrides = Overrides { labels: self.labels.clone(), preprocessor: self.preprocessor.clone() };
-        Ok(Model::load(path, &overrides, &LoadOptions { threads: self.threads as usize })?)
+        Ok(Model::load(path, &overrides, &LoadOptions { threads: self.threads as usize, rewrite: !self.plain_tract })?)
     }
 
     /// The model settings of a daemon config, for `classify --config`.
     pub fn from_config(cfg: &crate::config::ModelConfig) -> ModelArgs {
         ModelArgs { model: Some(cfg.path.clone()), labels: cfg.labels.clone(), preprocessor: cfg.preprocessor.clone(),
-            threads: cfg.threads.min(64) as u16 }
+            threads: cfg.threads.min(64) as u16, plain_tract: false }
     }
 }

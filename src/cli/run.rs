@@ -53,7 +53,7 @@ fn config_err(e: impl std::fmt::Display) -> StartError {
 /// Loads the model named by the config.
 pub fn load_model(cfg: &Config) -> Result<Model, StartError> {
     let overrides = Overrides { labels: cfg.model.labels.clone(), preprocessor: cfg.model.preprocessor.clone() };
-    Model::load(&cfg.model.path, &overrides, &LoadOptions { threads: cfg.model.threads }).map_err(config_err)
+    Model::load(&cfg.model.path, &overrides, &LoadOptions { threads: cfg.model.threads, ..LoadOptions::default() }).map_err(config_err)
 }
 
 /// `device_id` from config, else derived from /etc/machine-id (hashed: the raw id is not published).

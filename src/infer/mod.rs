@@ -4,6 +4,8 @@
 mod contract;
 mod error;
 mod graph;
+mod profile;
+mod rewrite;
 
 use std::io::Read;
 use std::path::Path;
@@ -17,17 +19,21 @@ use tract_onnx::tract_core::runtime::RunOptions;
 pub use contract::{read_labels, read_preprocessor, Contract, Labels, Overrides, PreprocessSpec, Resample};
 pub use error::ModelError;
 pub use graph::{GraphInfo, ModelFormat};
+pub use profile::{OpShare, Profile};
+pub use rewrite::Rewrites;
 
 /// How to prepare the plan.
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
     /// Threads tract's matrix products may use (1 = tract's single-threaded default).
     pub threads: usize,
+    /// Apply sonoedge's exact rewrites of the int8 plan (off only to measure what they bring).
+    pub rewrite: bool,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        LoadOptions { threads: 1 }
+        LoadOptions { threads: 1, rewrite: true }
     }
 }
 
@@ -88,10 +94,14 @@ fn prepare(contract: &Contract, options: &LoadOptions) -> Result<(GraphInfo, Arc
     let parsed = onnx.parse(&proto, dir).map_err(|e| ModelError::Parse(path.clone(), e))?;
     drop(proto);
     let optimize_err = |e| ModelError::Optimize(path.clone(), e, p.width, p.height);
-    let typed = parsed.model
+    let mut typed = parsed.model
         .with_input_fact(0, f32::fact([1, 3, p.height as usize, p.width as usize]).into())
         .and_then(|m| m.into_optimized())
         .map_err(optimize_err)?;
+    if options.rewrite {
+        let done = rewrite::rewrite(&mut typed).map_err(optimize_err)?;
+        log::debug!("plan rewrites: {done:?}");
+    }
     check_output(path, &typed, &contract.labels)?;
     let mut run_options = RunOptions::default();
     if options.threads > 1 {
@@ -178,6 +188,17 @@ impl Session {
     pub fn run(&mut self) -> Result<(&[f32], &[f64]), InferError> {
         let input = TValue::from_const(self.input.clone());
         let outputs = self.state.run(tvec![input]).map_err(InferError::Tract)?;
+        self.finish(outputs)
+    }
+
+    /// [`Session::run`], timing every node of the plan into `profile`.
+    pub fn run_profiled(&mut self, profile: &mut Profile) -> Result<(&[f32], &[f64]), InferError> {
+        let input = TValue::from_const(self.input.clone());
+        let outputs = profile.record(&mut self.state, input).map_err(InferError::Tract)?;
+        self.finish(outputs)
+    }
+
+    fn finish(&mut self, outputs: TVec<TValue>) -> Result<(&[f32], &[f64]), InferError> {
         let view = outputs[0].try_as_plain_ram().and_then(|v| v.as_slice::<f32>()).map_err(InferError::Tract)?;
         if view.len() != self.logits.len() || view.iter().any(|v| !v.is_finite()) {
             return Err(InferError::NonFinite(view.to_vec()));
