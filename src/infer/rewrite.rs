@@ -49,15 +49,29 @@ fn weight_sum_patch(model: &TypedModel, node: &TypedNode) -> TractResult<Option<
     if reduce.reducer != Reducer::Sum || cast.to != i32::datum_type() || !weights.datum_type().is_integer() {
         return Ok(None);
     }
-    let wide = weights.cast_to::<i32>()?;
-    let mut sums = wide.to_plain_array_view::<i32>()?.to_owned();
-    for &axis in reduce.axes.iter() {
-        sums = sums.sum_axis(tract_ndarray::Axis(axis)).insert_axis(tract_ndarray::Axis(axis));
-    }
+    let sums = match (weights.datum_type() == i8::datum_type(), weights.shape(), reduce.axes.as_slice()) {
+        (true, &[k, n], [0]) => column_sums(weights.try_as_plain_ram()?.as_slice::<i8>()?, k, n),
+        _ => {
+            let mut sums = weights.cast_to::<i32>()?.to_plain_array_view::<i32>()?.to_owned();
+            for &axis in reduce.axes.iter() {
+                sums = sums.sum_axis(tract_ndarray::Axis(axis)).insert_axis(tract_ndarray::Axis(axis));
+            }
+            sums.into_tensor()
+        }
+    };
     let mut patch = TypedModelPatch::new("constant weight sum");
-    let konst = patch.add_const(&node.name, sums.into_tensor())?;
+    let konst = patch.add_const(&node.name, sums)?;
     patch.shunt_outside(model, node.id.into(), konst)?;
     Ok(Some(patch))
+}
+
+/// Sums over the rows of a `[k, n]` i8 matrix as a `[1, n]` i32 tensor, row by row (vectorises).
+fn column_sums(w: &[i8], k: usize, n: usize) -> Tensor {
+    let mut sums = vec![0i32; n];
+    for row in w.chunks_exact(n.max(1)).take(k) {
+        sums.iter_mut().zip(row).for_each(|(s, &x)| *s += x as i32);
+    }
+    tract_ndarray::Array2::from_shape_vec((1, n), sums).expect("n sums").into_tensor()
 }
 
 /// `Reduce<Sum>` over the last axis of `Cast(i8 -> i32)` becomes one [`RowSumI8`] on the i8 tensor.
