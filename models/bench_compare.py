@@ -5,8 +5,10 @@ For each model folder (fp32 and/or dynamic int8 exports) and each thread count, 
 .onnx file, and, for an fp32 folder whose sibling `hf/` holds the PyTorch model, PyTorch eager (the
 model card's own path). Rounds alternate engines so that machine noise hits all of them alike.
 Prints medians of inference time (batch 1, the same preprocessed input) and sonoedge/onnxruntime.
+With --also-plain, each round also times `sonoedge bench --plain-tract` (tract's plan without
+sonoedge's int8 rewrites): the "before" column of the same run.
 
-    python models/bench_compare.py --sonoedge BIN --models DIR/fp32 DIR/int8 --threads 1 2 --rounds 3 --runs 10
+    python models/bench_compare.py --sonoedge BIN --models DIR/fp32 DIR/int8 --threads 1 2 --rounds 3 --runs 10 --also-plain
 """
 import argparse
 import json
@@ -22,9 +24,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np
 
 
-def sonoedge(binary, model_dir, threads, runs):
-    out = subprocess.run([binary, "bench", "--model", str(model_dir), "--threads", str(threads), "--runs", str(runs), "--warmup", "2"],
-                         check=True, capture_output=True, text=True).stdout
+def sonoedge(binary, model_dir, threads, runs, plain=False):
+    cmd = [binary, "bench", "--model", str(model_dir), "--threads", str(threads), "--runs", str(runs), "--warmup", "2"]
+    out = subprocess.run(cmd + (["--plain-tract"] if plain else []), check=True, capture_output=True, text=True).stdout
     r = json.loads(out)
     return r["infer_ms_p50"], r
 
@@ -71,17 +73,20 @@ def main():
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--runs", type=int, default=10)
+    ap.add_argument("--also-plain", action="store_true", help="also time sonoedge with --plain-tract (before the rewrites)")
     args = ap.parse_args()
     rows = []
     for model_dir in args.models:
         hf = model_dir.parent / "hf"
         with_torch = (hf / "config.json").exists() and "int8" not in model_dir.name
         for threads in args.threads:
-            res = {"sonoedge": [], "onnxruntime": [], "pytorch": []}
+            res = {"sonoedge": [], "plain_tract": [], "onnxruntime": [], "pytorch": []}
             extra = None
             for _ in range(args.rounds):
                 ms, extra = sonoedge(args.sonoedge, model_dir, threads, args.runs)
                 res["sonoedge"].append(ms)
+                if args.also_plain:
+                    res["plain_tract"].append(sonoedge(args.sonoedge, model_dir, threads, args.runs, plain=True)[0])
                 res["onnxruntime"].append(onnxruntime_ms(model_dir, threads, args.runs))
                 if with_torch:
                     res["pytorch"].append(torch_ms(hf, threads, args.runs))
@@ -92,12 +97,15 @@ def main():
                    "sonoedge_preprocess_ms_p50": round(extra["preprocess_ms_p50"], 2)}
             if "pytorch" in med:
                 row["sonoedge_over_pytorch"] = round(med["sonoedge"] / med["pytorch"], 2)
+            if "plain_tract" in med:
+                row["plain_tract_over_onnxruntime"] = round(med["plain_tract"] / med["onnxruntime"], 2)
             rows.append(row)
             print(json.dumps(row), flush=True)
-    print("\n| model | threads | sonoedge ms | onnxruntime ms | PyTorch ms | sonoedge/ORT | load+optimize ms | peak RSS MB |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("\n| model | threads | plain tract ms | sonoedge ms | onnxruntime ms | PyTorch ms | plain/ORT | sonoedge/ORT | load+optimize ms | peak RSS MB |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['format']} | {r['threads']} | {r['sonoedge_ms']} | {r['onnxruntime_ms']} | {r.get('pytorch_ms', '-')} | {r['sonoedge_over_onnxruntime']} | {r['sonoedge_load_optimize_ms']} | {r['sonoedge_peak_rss_mb']} |")
+        print(f"| {r['format']} | {r['threads']} | {r.get('plain_tract_ms', '-')} | {r['sonoedge_ms']} | {r['onnxruntime_ms']} | {r.get('pytorch_ms', '-')} "
+              f"| {r.get('plain_tract_over_onnxruntime', '-')} | {r['sonoedge_over_onnxruntime']} | {r['sonoedge_load_optimize_ms']} | {r['sonoedge_peak_rss_mb']} |")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,9 @@ fn main() {
     // The demo's embedded broker (rumqttd) logs every connection; only sonoedge's own lines matter here.
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info,rumqttd=off,tracing=off")).init();
     let cli = Cli::parse();
+    if matches!(cli.command, Command::Run(_) | Command::Check(_)) {
+        sonoedge::sysinfo::single_malloc_arena();
+    }
     std::process::exit(run(cli));
 }
 
@@ -16,6 +19,7 @@ fn run(cli: Cli) -> i32 {
             Ok((model, region)) => with_model(&model, |m| cli::classify::run(a, m, region).map(|failed| i32::from(failed > 0))),
             Err(e) => return report(&format!("{e:#}"), EXIT_CONFIG),
         },
+        Command::Bench(a) if a.sweep => cli::sweep::run(a).map(|()| 0),
         Command::Bench(a) => with_model(&a.model, |m| cli::bench::run(a, m).map(|()| 0)),
         Command::Phantom(a) => cli::phantom::run(a).map(|()| 0),
         Command::Snapshot(a) => cli::snapshot::run(a).map(|()| 0),

@@ -25,6 +25,29 @@ pub fn system_facts() -> serde_json::Value {
     serde_json::json!({ "soc_temp_c": temp_c, "throttled": throttled, "rss_mb": proc_status_kb("VmRSS").map(|k| k / 1024) })
 }
 
+/// Hands heap pages freed by the allocator back to the OS (glibc keeps them otherwise: tract frees
+/// tens of MB of activations per inference, and after loading, the parsed model). Cheap: a few ms.
+pub fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free memory; it has no preconditions.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// One malloc arena for the whole daemon (unless MALLOC_ARENA_MAX is set): with one heap per thread
+/// each kept its own high-water mark of tract's buffers. Measured with ViT-B int8, 2 threads: RSS
+/// plateau 228 -> 187 MB, inference time unchanged. Call before any thread starts.
+pub fn single_malloc_arena() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: mallopt only changes allocator tuning; called before other threads exist.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 1);
+        }
+    }
+}
+
 /// Tells systemd (Type=notify) the service is ready; a no-op outside systemd.
 pub fn notify_ready() {
     if let Err(e) = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]) {

@@ -188,3 +188,57 @@ fn classify_with_a_config_applies_its_roi_and_fan() {
     assert_ne!(roi, whole, "the ROI changed what the model saw");
     assert_ne!(masked, roi, "the fan mask changed what the model saw");
 }
+
+#[test]
+fn bench_profile_breaks_inference_down_by_operator() {
+    let o = sonoedge(&["bench", "--model", repo("models/tiny-random/int8").to_str().unwrap(), "--runs", "2", "--warmup", "1", "--profile"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let rows = v["profile"]["by_op"].as_array().expect("profile.by_op");
+    let ops: Vec<&str> = rows.iter().map(|r| r["op"].as_str().unwrap()).collect();
+    assert!(ops.iter().any(|op| op.starts_with("OptMatMul ")), "matrix products named with their kernel: {ops:?}");
+    assert!(ops.contains(&"DynQuantU8"), "the int8 plan runs sonoedge's quantizer: {ops:?}");
+    let share: f64 = rows.iter().map(|r| r["share"].as_f64().unwrap()).sum();
+    assert!((share - 1.0).abs() < 1e-6, "shares sum to 1: {share}");
+    let node_ms = v["profile"]["node_ms_per_run"].as_f64().unwrap();
+    assert!(node_ms > 0.0 && node_ms <= v["infer_ms_p95"].as_f64().unwrap() * 1.05, "{v}");
+    assert!(stderr(&o).contains("total of node times per run"), "table on stderr");
+}
+
+#[test]
+fn plain_tract_and_rewritten_int8_plans_give_identical_logits() {
+    let images: Vec<String> = std::fs::read_dir(repo("tests/fixtures/images")).unwrap().map(|e| e.unwrap().path().display().to_string()).collect();
+    let run = |extra: &[&str]| {
+        let mut args = vec!["classify", "--model", repo("models/tiny-random/int8").to_str().unwrap().to_owned().leak()];
+        args.extend_from_slice(extra);
+        args.extend(images.iter().map(|s| s.as_str()));
+        let o = sonoedge(&args);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        String::from_utf8(o.stdout).unwrap().lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["logits"].clone()).collect::<Vec<_>>()
+    };
+    let (fast, plain) = (run(&[]), run(&["--plain-tract"]));
+    assert_eq!(fast.len(), images.len());
+    assert_eq!(fast, plain, "the rewrites must not change a single bit of the logits");
+}
+
+#[test]
+fn bench_sweep_measures_each_model_and_thread_count_and_names_the_fastest() {
+    let int8 = repo("models/tiny-random/int8");
+    let fp32 = repo("models/tiny-random/fp32");
+    let o = sonoedge(&["bench", "--sweep", "--model", int8.to_str().unwrap(), "--also", fp32.to_str().unwrap(), "--max-threads", "2", "--runs", "2", "--warmup", "1"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let configs = v["configs"].as_array().unwrap();
+    let seen: Vec<(String, u64)> = configs.iter().map(|c| (c["model_format"].as_str().unwrap().to_owned(), c["threads"].as_u64().unwrap())).collect();
+    assert_eq!(seen, [("int8-dynamic".into(), 1), ("int8-dynamic".into(), 2), ("fp32".into(), 1), ("fp32".into(), 2)]);
+    let best = configs.iter().map(|c| c["infer_ms_p50"].as_f64().unwrap()).fold(f64::INFINITY, f64::min);
+    assert_eq!(v["fastest"]["infer_ms_p50"].as_f64(), Some(best));
+    assert!(stderr(&o).contains("threads = "), "config lines on stderr: {}", stderr(&o));
+}
+
+#[test]
+fn bench_sweep_reports_a_failing_configuration() {
+    let o = sonoedge(&["bench", "--sweep", "--model", repo("models/tiny-random/qdq").to_str().unwrap(), "--max-threads", "1", "--runs", "1"]);
+    assert_ne!(o.status.code(), Some(0));
+    assert!(stderr(&o).contains("statically quantized"), "the child's reason is passed on: {}", stderr(&o));
+}

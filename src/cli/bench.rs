@@ -29,6 +29,16 @@ pub struct BenchArgs {
     /// and prints it as a table on stderr. Timed runs are then slightly slower.
     #[arg(long)]
     pub profile: bool,
+    /// Measure every model given (--model and --also) with 1..=N threads, each in its own process,
+    /// and print the fastest with the config lines that select it. Run it on the target board.
+    #[arg(long)]
+    pub sweep: bool,
+    /// More model files or folders for --sweep (e.g. the fp32 export beside the int8 one).
+    #[arg(long, num_args = 1.., value_name = "PATH", requires = "sweep")]
+    pub also: Vec<PathBuf>,
+    /// Highest thread count for --sweep (default: the number of cores).
+    #[arg(long, requires = "sweep", value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub max_threads: Option<u16>,
 }
 
 /// Runs the benchmark on an already loaded model and prints one JSON object.
@@ -84,9 +94,9 @@ pub fn run(args: &BenchArgs, model: &Model) -> anyhow::Result<()> {
 
 /// The per-operator breakdown as a table on stderr.
 fn print_profile(profile: &Profile) {
-    eprintln!("{:>9} {:>6} {:>5}  {:<28} kernel / detail", "ms/run", "share", "nodes", "op");
+    eprintln!("{:>9} {:>6} {:>5}  {:<40} detail", "ms/run", "share", "nodes", "op");
     for row in profile.by_op() {
-        eprintln!("{:>9.2} {:>5.1}% {:>5}  {:<28} {}", row.ms_per_run, row.share * 100.0, row.nodes, row.op, row.detail);
+        eprintln!("{:>9.2} {:>5.1}% {:>5}  {:<40} {}", row.ms_per_run, row.share * 100.0, row.nodes, row.op, row.detail);
     }
     eprintln!("{:>9.2} total of node times per run", profile.total_ms());
 }

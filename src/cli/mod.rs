@@ -8,6 +8,7 @@ pub mod demo;
 pub mod phantom;
 pub mod run;
 pub mod snapshot;
+pub mod sweep;
 pub mod devices;
 
 use std::path::PathBuf;

@@ -60,7 +60,8 @@ impl Model {
         log::info!("model {} sha256 {sha256}", contract.onnx.display());
         let (info, plan) = prepare(&contract, options)?;
         let preprocess_digest = digest_of(&contract);
-        release_freed_memory();
+        // The protobuf and tract's intermediate graphs (tens of MB for a ViT-B) are free now.
+        crate::sysinfo::release_freed_memory();
         let load_ms = started.elapsed().as_secs_f64() * 1e3;
         log::info!("model loaded as {} in {load_ms:.0} ms ({} labels, {} thread(s))", info.format.as_str(), contract.labels.len(), options.threads);
         Ok(Model { contract, info, sha256, preprocess_digest, threads: options.threads, load_ms, plan })
@@ -110,16 +111,6 @@ fn prepare(contract: &Contract, options: &LoadOptions) -> Result<(GraphInfo, Arc
     }
     let plan = typed.into_runnable_with_options(&run_options).map_err(optimize_err)?;
     Ok((info, plan))
-}
-
-/// Hands the heap pages freed after parsing and optimizing (the protobuf, tract's intermediate
-/// graphs: tens of MB for a ViT-B) back to the OS, so resident memory reflects the plan alone.
-fn release_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only releases free memory; it has no preconditions.
-    unsafe {
-        libc::malloc_trim(0);
-    }
 }
 
 /// The model must give exactly one value per label for one image.

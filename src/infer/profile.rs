@@ -34,7 +34,7 @@ impl Profile {
             let t = Instant::now();
             let out = tract_onnx::tract_core::plan::eval(ctx, op_state, node, inputs);
             let dt = t.elapsed().as_secs_f64();
-            let entry = nodes.entry(node.id).or_insert_with(|| (node.op.name().to_string(), detail_of(node), 0.0));
+            let entry = nodes.entry(node.id).or_insert_with(|| (op_key(node), detail_of(node), 0.0));
             entry.2 += dt;
             out
         })
@@ -65,6 +65,17 @@ impl Profile {
     /// Sum of node times per run, ms (slightly below wall time: excludes the plan's bookkeeping).
     pub fn total_ms(&self) -> f64 {
         self.nodes.values().map(|n| n.2).sum::<f64>() * 1e3 / self.runs.max(1) as f64
+    }
+}
+
+/// The op's name, with the kernel tract picked for a matrix product (`OptMatMul avx512_mmm_f32_16x12`),
+/// so int8 and f32 products are told apart.
+fn op_key(node: &TypedNode) -> String {
+    let info = node.op.info().unwrap_or_default();
+    let kernel = info.iter().find_map(|l| l.split_once("with [").map(|(_, k)| k.trim_end_matches(']').to_string()));
+    match kernel {
+        Some(k) => format!("{} {k}", node.op.name()),
+        None => node.op.name().to_string(),
     }
 }
 

@@ -375,11 +375,16 @@ struct PublishLoop {
     beat: ThreadBeat,
 }
 
+/// How often freed heap pages go back to the OS. Without it the per-thread heaps each keep their
+/// high-water mark of tract's per-inference buffers (ViT-B int8: RSS 155 -> 228 MB in 100 s).
+const TRIM_INTERVAL: Duration = Duration::from_secs(5);
+
 impl PublishLoop {
     fn run(mut self) {
         let mut published_version = u64::MAX;
         let mut reporter = StatsReporter::new();
         let mut next_stats = Instant::now() + self.stats_interval;
+        let mut next_trim = Instant::now() + TRIM_INTERVAL;
         loop {
             self.beat.beat();
             match self.rx.recv_timeout(Duration::from_millis(100)) {
@@ -401,6 +406,10 @@ impl PublishLoop {
                 next_stats += self.stats_interval;
                 let stats = reporter.report(&self.counters, &self.publisher.counters(), &self.identity.device_id, (self.system_facts)());
                 self.publisher.publish(Outgoing::Stats(stats));
+            }
+            if Instant::now() >= next_trim {
+                next_trim += TRIM_INTERVAL;
+                crate::sysinfo::release_freed_memory();
             }
         }
         let stats = reporter.report(&self.counters, &self.publisher.counters(), &self.identity.device_id, (self.system_facts)());
