@@ -45,10 +45,24 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The command that runs a child: this executable, or SONOEDGE_SWEEP_CHILD (words: an emulator and
+/// the binary, e.g. `qemu-aarch64 -L /usr/aarch64-linux-gnu target/.../sonoedge`), since a binary
+/// under qemu-user cannot exec itself: its own path there is the emulator's.
+fn child_command() -> anyhow::Result<Command> {
+    match std::env::var("SONOEDGE_SWEEP_CHILD").ok().filter(|c| !c.trim().is_empty()) {
+        Some(words) => {
+            let mut words = words.split_whitespace();
+            let mut cmd = Command::new(words.next().expect("not empty"));
+            cmd.args(words);
+            Ok(cmd)
+        }
+        None => Ok(Command::new(std::env::current_exe()?)),
+    }
+}
+
 /// `sonoedge bench` for one model and thread count in a child process.
 fn bench_once(args: &BenchArgs, model: &Path, threads: usize) -> anyhow::Result<Value> {
-    let exe = std::env::current_exe()?;
-    let mut cmd = Command::new(exe);
+    let mut cmd = child_command()?;
     cmd.arg("bench").arg("--model").arg(model).args(["--threads", &threads.to_string()])
         .args(["--runs", &args.runs.to_string(), "--warmup", &args.warmup.to_string()]);
     if let Some(image) = &args.image {

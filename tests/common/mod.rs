@@ -91,6 +91,8 @@ pub fn sonoedge() -> Command {
             let mut words = runner.split_whitespace();
             let mut cmd = Command::new(words.next().unwrap());
             cmd.args(words).arg(bin);
+            // `bench --sweep` runs itself per configuration; under qemu it needs the runner too.
+            cmd.env("SONOEDGE_SWEEP_CHILD", format!("{runner} {bin}"));
             cmd
         }
         None => Command::new(bin),
