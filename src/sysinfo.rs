@@ -26,12 +26,16 @@ pub fn system_facts() -> serde_json::Value {
 }
 
 /// Hands heap pages freed by the allocator back to the OS (glibc keeps them otherwise: tract frees
-/// tens of MB of activations per inference, and after loading, the parsed model). Cheap: a few ms.
+/// tens of MB of activations per inference, and after loading, the parsed model).
 pub fn release_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only releases free memory; it has no preconditions.
-    unsafe {
-        libc::malloc_trim(0);
+    {
+        let started = std::time::Instant::now();
+        // SAFETY: malloc_trim only releases free memory; it has no preconditions.
+        unsafe {
+            libc::malloc_trim(0);
+        }
+        log::debug!("malloc_trim took {:.2} ms", started.elapsed().as_secs_f64() * 1e3);
     }
 }
 

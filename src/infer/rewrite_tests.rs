@@ -72,7 +72,7 @@ fn linear_layer_model(m: usize, k: usize, n: usize) -> TypedModel {
     let tensor = |name: &str, dt: i32, dims: &[i64], raw: Vec<u8>| TensorProto { name: name.into(), data_type: dt, dims: dims.to_vec(), raw_data: raw, ..Default::default() };
     let value = |name: &str, dims: &[i64]| ValueInfoProto { name: name.into(), r#type: Some(TypeProto { value: Some(type_proto::Value::TensorType(type_proto::Tensor {
         elem_type: 1, shape: Some(TensorShapeProto { dim: dims.iter().map(|&d| tensor_shape_proto::Dimension { value: Some(tensor_shape_proto::dimension::Value::DimValue(d)), ..Default::default() }).collect() }) })), ..Default::default() }), ..Default::default() };
-    let weights: Vec<u8> = (0..k * n).map(|i| ((i * 2_654_435_761) >> 13) as u8).map(|b| if b == 0x80 { 0x81 } else { b }).collect();
+    let weights: Vec<u8> = (0..k * n).map(|i| ((i as u64 * 2_654_435_761) >> 13) as u8).map(|b| if b == 0x80 { 0x81 } else { b }).collect();
     let bias: Vec<u8> = (0..n).flat_map(|i| (i as f32 * 0.01 - 1.0).to_le_bytes()).collect();
     let mut cast = node("Cast", &["acc"], &["accf"]);
     cast.attribute.push(AttributeProto { name: "to".into(), r#type: 2, i: 1, ..Default::default() });
