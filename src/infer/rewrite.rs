@@ -1,6 +1,6 @@
 //! Load-time rewrites of tract's optimized plan for dynamic-int8 models: the work around the int8
-//! matrix products (activation quantization, zero-point row sums) replaced by vectorised operators
-//! that compute exactly the same values. The profile these answer is in docs/speed.md.
+//! matrix products (weight sums recomputed per run, activation quantization, zero-point row sums)
+//! folded to constants or replaced by vectorised operators that compute exactly the same values. The profile these answer is in docs/speed.md.
 
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
@@ -15,8 +15,9 @@ pub struct Rewrites {
     pub weight_sums: usize,
 }
 
-/// Replaces, in an optimized plan, tract's dynamic quantizer and its `Cast(i8 -> i32) -> Reduce<Sum>`
-/// zero-point row sums by [`DynQuantU8`] and [`RowSumI8`]. Outputs are bit-identical.
+/// In an optimized plan: folds `Reduce<Sum>(Cast(Const))` weight sums to constants, and replaces
+/// tract's dynamic quantizer and `Cast(i8 -> i32) -> Reduce<Sum>` row sums by [`DynQuantU8`] and
+/// [`RowSumI8`]. Outputs are bit-identical.
 pub fn rewrite(model: &mut TypedModel) -> TractResult<Rewrites> {
     let mut done = Rewrites::default();
     for id in model.eval_order()? {
