@@ -198,7 +198,6 @@ fn four() -> u32 {
     4
 }
 
-
 impl Config {
     /// Reads, parses and checks the file; environment overrides are applied.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -284,7 +283,11 @@ impl Config {
 }
 
 fn check_fps(fps: f64) -> Result<(), String> {
-    if fps > 0.0 && fps <= 240.0 { Ok(()) } else { Err(format!("{fps} is not above 0 and at most 240")) }
+    if fps > 0.0 && fps <= 240.0 {
+        Ok(())
+    } else {
+        Err(format!("{fps} is not above 0 and at most 240"))
+    }
 }
 
 /// One MQTT topic level of safe characters.
@@ -318,7 +321,11 @@ mod tests {
 
     #[test]
     fn bad_values_name_their_key() {
-        for (extra, key) in [("[mqtt]\nqos = 3\n", "mqtt.qos"), ("[mqtt]\nurl = \"tcp://x\"\n", "mqtt.url"), ("[pipeline]\nmax_fps = -1\n", "pipeline.max_fps")] {
+        for (extra, key) in [
+            ("[mqtt]\nqos = 3\n", "mqtt.qos"),
+            ("[mqtt]\nurl = \"tcp://x\"\n", "mqtt.url"),
+            ("[pipeline]\nmax_fps = -1\n", "pipeline.max_fps"),
+        ] {
             let e = load(&format!("{MINIMAL}{extra}")).unwrap_err().to_string();
             assert!(e.contains(key), "{extra}: {e}");
         }

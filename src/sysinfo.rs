@@ -17,11 +17,12 @@ mod tests {
 
 /// SoC temperature and (on a Raspberry Pi) the firmware's throttling flags, for `stats`.
 pub fn system_facts() -> serde_json::Value {
-    let temp_c = std::fs::read_to_string("/sys/class/thermal/thermal_zone0/temp").ok()
-        .and_then(|s| s.trim().parse::<f64>().ok()).map(|m| m / 1000.0);
+    let temp_c = std::fs::read_to_string("/sys/class/thermal/thermal_zone0/temp")
+        .ok()
+        .and_then(|s| s.trim().parse::<f64>().ok())
+        .map(|m| m / 1000.0);
     // Present on Raspberry Pi OS kernels; bit meanings as `vcgencmd get_throttled`.
-    let throttled = std::fs::read_to_string("/sys/devices/platform/soc/soc:firmware/get_throttled").ok()
-        .map(|s| format!("0x{}", s.trim()));
+    let throttled = std::fs::read_to_string("/sys/devices/platform/soc/soc:firmware/get_throttled").ok().map(|s| format!("0x{}", s.trim()));
     serde_json::json!({ "soc_temp_c": temp_c, "throttled": throttled, "rss_mb": proc_status_kb("VmRSS").map(|k| k / 1024) })
 }
 

@@ -59,7 +59,11 @@ fn a_broker_restart_is_survived_and_every_missing_frame_is_a_counted_drop() {
     std::thread::sleep(Duration::from_secs(4) * time_scale().min(5));
     broker.restart();
     let before = sub.on("/prediction").len();
-    assert!(wait_for(Duration::from_secs(40), || sub.on("/prediction").len() >= before + 10), "no predictions after restart; log:\n{}", d.log_text());
+    assert!(
+        wait_for(Duration::from_secs(40), || sub.on("/prediction").len() >= before + 10),
+        "no predictions after restart; log:\n{}",
+        d.log_text()
+    );
     d.signal(SIGTERM);
     assert_eq!(d.wait_exit(Duration::from_secs(15)), Some(0));
     let last_stats = sub.wait(Duration::from_secs(5), "/stats", |p| p["reconnects"].as_u64() >= Some(1)).expect("stats after reconnect");
@@ -73,7 +77,8 @@ fn a_broker_restart_is_survived_and_every_missing_frame_is_a_counted_drop() {
     // Frames between the first and last received that never arrived must be matched by counted drops
     // (or were never inferred: gated or replaced while inference was busy, also counted).
     let skipped = &stats["skipped"];
-    let not_inferred = stats["dropped"]["inference_busy"].as_u64().unwrap() + skipped["no_signal"].as_u64().unwrap() + skipped["frozen"].as_u64().unwrap();
+    let not_inferred =
+        stats["dropped"]["inference_busy"].as_u64().unwrap() + skipped["no_signal"].as_u64().unwrap() + skipped["frozen"].as_u64().unwrap();
     let gaps = (last - first + 1) - inferred_in_range;
     assert!(dropped >= 1, "the broker was down for 4 s (x time scale) with an 8-deep queue: drops must be counted; {stats}");
     assert!(gaps <= dropped + not_inferred, "gaps {gaps} > counted drops {dropped} + not inferred {not_inferred}; {last_stats:?}");
@@ -126,9 +131,11 @@ fn tls_accepts_the_right_ca_and_rejects_a_wrong_one_while_retrying() {
     let tls = format!("cafile {0}/ca.crt\ncertfile {0}/server.crt\nkeyfile {0}/server.key\n", certs.display());
     let broker = Broker::start(&dir, &tls);
     let url = format!("mqtts://localhost:{}", broker.port);
-    let good = Daemon::spawn(&scratch("tls-good"), &config(&url, "tls-dev", SYNTHETIC, &format!("ca_file = \"{}/ca.crt\"", certs.display())));
+    let good =
+        Daemon::spawn(&scratch("tls-good"), &config(&url, "tls-dev", SYNTHETIC, &format!("ca_file = \"{}/ca.crt\"", certs.display())));
     let wrong_dir = scratch("tls-wrong");
-    let mut wrong = Daemon::spawn(&wrong_dir, &config(&url, "tls-wrong", SYNTHETIC, &format!("ca_file = \"{}/other-ca.crt\"", certs.display())));
+    let mut wrong =
+        Daemon::spawn(&wrong_dir, &config(&url, "tls-wrong", SYNTHETIC, &format!("ca_file = \"{}/other-ca.crt\"", certs.display())));
     // The subscriber can only listen over TLS here; check with the daemon's own log and a TLS-free probe
     // instead: the good daemon logs "mqtt connected", the wrong one logs a certificate error and keeps running.
     assert!(wait_for(Duration::from_secs(30), || good.log_text().contains("mqtt connected")), "good:\n{}", good.log_text());
@@ -136,7 +143,14 @@ fn tls_accepts_the_right_ca_and_rejects_a_wrong_one_while_retrying() {
     assert_eq!(wrong.child.try_wait().unwrap(), None, "the daemon must keep retrying");
     let log = wrong.log_text();
     assert!(!log.contains("mqtt connected"), "{log}");
-    assert!(wait_for(Duration::from_secs(20), || { let l = wrong.log_text(); l.contains("certificate") || l.contains("UnknownIssuer") }), "{}", wrong.log_text());
+    assert!(
+        wait_for(Duration::from_secs(20), || {
+            let l = wrong.log_text();
+            l.contains("certificate") || l.contains("UnknownIssuer")
+        }),
+        "{}",
+        wrong.log_text()
+    );
     wrong.signal(SIGTERM);
     assert_eq!(wrong.wait_exit(Duration::from_secs(15)), Some(0));
 }

@@ -39,14 +39,30 @@ fn jpeg(rgb: &[u8]) -> Vec<u8> {
 }
 
 fn meta(sequence: u64) -> FrameMeta {
-    FrameMeta { width: W, height: H, format: PixelFormat::Mjpg, stride: 0, color_space: ColorSpace::Bt601, range: Range::Full,
-        field: FieldOrder::Progressive, sequence, monotonic: Duration::ZERO, wall: SystemTime::UNIX_EPOCH }
+    FrameMeta {
+        width: W,
+        height: H,
+        format: PixelFormat::Mjpg,
+        stride: 0,
+        color_space: ColorSpace::Bt601,
+        range: Range::Full,
+        field: FieldOrder::Progressive,
+        sequence,
+        monotonic: Duration::ZERO,
+        wall: SystemTime::UNIX_EPOCH,
+    }
 }
 
 fn stage() -> CaptureStage {
-    CaptureStage { region: Region::new(Some(ROI), None), converter: Converter::new(Deinterlace::TopField), gate: Gate::new(8.0, 0.5),
-        pool: Arc::new(Pool::new(3, (ROI[2] * ROI[3] * 3) as usize)), mailbox: Arc::new(Mailbox::default()),
-        counters: Arc::new(Counters::default()), state: Arc::new(SharedState::default()) }
+    CaptureStage {
+        region: Region::new(Some(ROI), None),
+        converter: Converter::new(Deinterlace::TopField),
+        gate: Gate::new(8.0, 0.5),
+        pool: Arc::new(Pool::new(3, (ROI[2] * ROI[3] * 3) as usize)),
+        mailbox: Arc::new(Mailbox::default()),
+        counters: Arc::new(Counters::default()),
+        state: Arc::new(SharedState::default()),
+    }
 }
 
 /// Max abs difference between the accepted ROI and the same ROI cut from the reference decode.
@@ -67,18 +83,26 @@ fn max_error(roi_rgb: &[u8], source: &[u8]) -> u8 {
 fn jpeg_frames_go_through_and_broken_ones_are_counted() {
     let mut stage = stage();
     // Each good frame with the image crate's own decode of it (a separate decoder set-up) as reference.
-    let good: Vec<(Vec<u8>, Vec<u8>)> = (0..4).map(|i| {
-        let j = jpeg(&picture(i));
-        let reference = image::load_from_memory(&j).unwrap().to_rgb8().into_raw();
-        (j, reference)
-    }).collect();
+    let good: Vec<(Vec<u8>, Vec<u8>)> = (0..4)
+        .map(|i| {
+            let j = jpeg(&picture(i));
+            let reference = image::load_from_memory(&j).unwrap().to_rgb8().into_raw();
+            (j, reference)
+        })
+        .collect();
     let truncated = good[1].0[..good[1].0.len() / 2].to_vec();
     let garbage: Vec<u8> = (0..5000u32).map(|i| (i * 131 % 256) as u8).collect();
     let mut bad_header = good[2].0.clone();
     bad_header[2..40].fill(0x55);
     let sequence: Vec<(&[u8], Option<&[u8]>)> = vec![
-        (&good[0].0, Some(&good[0].1)), (&truncated, None), (&good[1].0, Some(&good[1].1)), (&garbage, None),
-        (&[], None), (&bad_header, None), (&good[2].0, Some(&good[2].1)), (&good[3].0, Some(&good[3].1)),
+        (&good[0].0, Some(&good[0].1)),
+        (&truncated, None),
+        (&good[1].0, Some(&good[1].1)),
+        (&garbage, None),
+        (&[], None),
+        (&bad_header, None),
+        (&good[2].0, Some(&good[2].1)),
+        (&good[3].0, Some(&good[3].1)),
     ];
     let mut accepted = 0;
     for (i, (data, source)) in sequence.iter().enumerate() {

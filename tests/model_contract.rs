@@ -63,7 +63,14 @@ fn a_folder_with_two_onnx_files_is_an_error_listing_both() {
 
 #[test]
 fn labels_that_do_not_match_the_outputs_are_refused() {
-    let o = sonoedge(&["classify", "--model", repo("models/tiny-random/fp32").to_str().unwrap(), "--labels", "a,b", repo(IMAGE).to_str().unwrap()]);
+    let o = sonoedge(&[
+        "classify",
+        "--model",
+        repo("models/tiny-random/fp32").to_str().unwrap(),
+        "--labels",
+        "a,b",
+        repo(IMAGE).to_str().unwrap(),
+    ]);
     assert_eq!(o.status.code(), Some(78));
     assert!(stderr(&o).contains("outputs 3 values per image but 2 labels"), "{}", stderr(&o));
 }
@@ -104,8 +111,14 @@ fn classify_prints_one_line_per_image_in_order_and_fails_at_the_end_on_a_bad_one
     let bad = d.join("broken.png");
     std::fs::write(&bad, b"\x89PNG\r\n\x1a\nnot really").unwrap();
     let images = ["tests/fixtures/images/wide_fan.png", "tests/fixtures/images/grey.png"].map(repo);
-    let o = sonoedge(&["classify", "--model", repo("models/tiny-random/int8").to_str().unwrap(),
-        images[0].to_str().unwrap(), bad.to_str().unwrap(), images[1].to_str().unwrap()]);
+    let o = sonoedge(&[
+        "classify",
+        "--model",
+        repo("models/tiny-random/int8").to_str().unwrap(),
+        images[0].to_str().unwrap(),
+        bad.to_str().unwrap(),
+        images[1].to_str().unwrap(),
+    ]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     let lines: Vec<serde_json::Value> = String::from_utf8(o.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(lines.len(), 3);
@@ -146,7 +159,8 @@ fn bench_reports_units_in_key_names() {
 #[test]
 fn schema_examples_validate_against_their_schemas() {
     for name in ["prediction.v1.schema.json", "status.v1.schema.json", "stats.v1.schema.json"] {
-        let schema: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(repo("src/publish/schemas").join(name)).unwrap()).unwrap();
+        let schema: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(repo("src/publish/schemas").join(name)).unwrap()).unwrap();
         let v = jsonschema::validator_for(&schema).unwrap();
         for ex in schema["examples"].as_array().unwrap() {
             assert!(v.is_valid(ex), "{name} example invalid");
@@ -166,8 +180,15 @@ fn classify_with_a_config_applies_its_roi_and_fan() {
     let dir = scratch("classify-config");
     let config = |extra: &str| {
         let p = dir.join(format!("c{}.toml", extra.len()));
-        std::fs::write(&p, format!("[model]\npath = \"{}\"\n[source]\nkind = \"images\"\npath = \"{}\"\nroi = [320, 160, 640, 400]\n{extra}",
-            repo("models/tiny-random/fp32").display(), repo(IMAGE).display())).unwrap();
+        std::fs::write(
+            &p,
+            format!(
+                "[model]\npath = \"{}\"\n[source]\nkind = \"images\"\npath = \"{}\"\nroi = [320, 160, 640, 400]\n{extra}",
+                repo("models/tiny-random/fp32").display(),
+                repo(IMAGE).display()
+            ),
+        )
+        .unwrap();
         p
     };
     let probs = |o: &Output| -> serde_json::Value {
@@ -207,14 +228,19 @@ fn bench_profile_breaks_inference_down_by_operator() {
 
 #[test]
 fn plain_tract_and_rewritten_int8_plans_give_identical_logits() {
-    let images: Vec<String> = std::fs::read_dir(repo("tests/fixtures/images")).unwrap().map(|e| e.unwrap().path().display().to_string()).collect();
+    let images: Vec<String> =
+        std::fs::read_dir(repo("tests/fixtures/images")).unwrap().map(|e| e.unwrap().path().display().to_string()).collect();
     let run = |extra: &[&str]| {
         let mut args = vec!["classify", "--model", repo("models/tiny-random/int8").to_str().unwrap().to_owned().leak()];
         args.extend_from_slice(extra);
         args.extend(images.iter().map(|s| s.as_str()));
         let o = sonoedge(&args);
         assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-        String::from_utf8(o.stdout).unwrap().lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["logits"].clone()).collect::<Vec<_>>()
+        String::from_utf8(o.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["logits"].clone())
+            .collect::<Vec<_>>()
     };
     let (fast, plain) = (run(&[]), run(&["--plain-tract"]));
     assert_eq!(fast.len(), images.len());
@@ -225,11 +251,25 @@ fn plain_tract_and_rewritten_int8_plans_give_identical_logits() {
 fn bench_sweep_measures_each_model_and_thread_count_and_names_the_fastest() {
     let int8 = repo("models/tiny-random/int8");
     let fp32 = repo("models/tiny-random/fp32");
-    let o = sonoedge(&["bench", "--sweep", "--model", int8.to_str().unwrap(), "--also", fp32.to_str().unwrap(), "--max-threads", "2", "--runs", "2", "--warmup", "1"]);
+    let o = sonoedge(&[
+        "bench",
+        "--sweep",
+        "--model",
+        int8.to_str().unwrap(),
+        "--also",
+        fp32.to_str().unwrap(),
+        "--max-threads",
+        "2",
+        "--runs",
+        "2",
+        "--warmup",
+        "1",
+    ]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let configs = v["configs"].as_array().unwrap();
-    let seen: Vec<(String, u64)> = configs.iter().map(|c| (c["model_format"].as_str().unwrap().to_owned(), c["threads"].as_u64().unwrap())).collect();
+    let seen: Vec<(String, u64)> =
+        configs.iter().map(|c| (c["model_format"].as_str().unwrap().to_owned(), c["threads"].as_u64().unwrap())).collect();
     assert_eq!(seen, [("int8-dynamic".into(), 1), ("int8-dynamic".into(), 2), ("fp32".into(), 1), ("fp32".into(), 2)]);
     let best = configs.iter().map(|c| c["infer_ms_p50"].as_f64().unwrap()).fold(f64::INFINITY, f64::min);
     assert_eq!(v["fastest"]["infer_ms_p50"].as_f64(), Some(best));
@@ -238,7 +278,8 @@ fn bench_sweep_measures_each_model_and_thread_count_and_names_the_fastest() {
 
 #[test]
 fn bench_sweep_reports_a_failing_configuration() {
-    let o = sonoedge(&["bench", "--sweep", "--model", repo("models/tiny-random/qdq").to_str().unwrap(), "--max-threads", "1", "--runs", "1"]);
+    let o =
+        sonoedge(&["bench", "--sweep", "--model", repo("models/tiny-random/qdq").to_str().unwrap(), "--max-threads", "1", "--runs", "1"]);
     assert_ne!(o.status.code(), Some(0));
     assert!(stderr(&o).contains("statically quantized"), "the child's reason is passed on: {}", stderr(&o));
 }

@@ -46,8 +46,18 @@ fn allocs() -> u64 {
 }
 
 fn meta(sequence: u64) -> FrameMeta {
-    FrameMeta { width: 1280, height: 720, format: PixelFormat::Yuyv, stride: 1280 * 2, color_space: ColorSpace::Bt709,
-        range: Range::Limited, field: FieldOrder::Progressive, sequence, monotonic: Duration::ZERO, wall: SystemTime::UNIX_EPOCH }
+    FrameMeta {
+        width: 1280,
+        height: 720,
+        format: PixelFormat::Yuyv,
+        stride: 1280 * 2,
+        color_space: ColorSpace::Bt709,
+        range: Range::Limited,
+        field: FieldOrder::Progressive,
+        sequence,
+        monotonic: Duration::ZERO,
+        wall: SystemTime::UNIX_EPOCH,
+    }
 }
 
 struct Rig {
@@ -62,8 +72,15 @@ impl Rig {
     fn new(model: &Model) -> Rig {
         let pool = Arc::new(Pool::new(3, 736 * 624 * 3));
         let mailbox = Arc::new(Mailbox::default());
-        let stage = CaptureStage { region: Region::new(Some([272, 56, 736, 624]), None), converter: Converter::new(Deinterlace::Weave), gate: Gate::new(8.0, 0.5),
-            pool: pool.clone(), mailbox: mailbox.clone(), counters: Arc::new(Counters::default()), state: Arc::new(SharedState::default()) };
+        let stage = CaptureStage {
+            region: Region::new(Some([272, 56, 736, 624]), None),
+            converter: Converter::new(Deinterlace::Weave),
+            gate: Gate::new(8.0, 0.5),
+            pool: pool.clone(),
+            mailbox: mailbox.clone(),
+            counters: Arc::new(Counters::default()),
+            state: Arc::new(SharedState::default()),
+        };
         let raw = (0..1280 * 720 * 2).map(|i| (i * 7 % 251) as u8).collect();
         Rig { stage, mailbox, pool, raw, pre: Preprocessor::new(model.preprocess()) }
     }
@@ -87,7 +104,12 @@ impl Rig {
 
 #[test]
 fn capture_to_input_tensor_allocates_nothing_per_frame() {
-    let model = Model::load(std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/models/tiny-random/int8")), &Overrides::default(), &LoadOptions::default()).unwrap();
+    let model = Model::load(
+        std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/models/tiny-random/int8")),
+        &Overrides::default(),
+        &LoadOptions::default(),
+    )
+    .unwrap();
     let mut session = model.session().unwrap();
     let mut rig = Rig::new(&model);
     for i in 0..3 {
@@ -109,7 +131,12 @@ fn capture_to_input_tensor_allocates_nothing_per_frame() {
 
 #[test]
 fn inference_and_prediction_allocate_a_fixed_count_that_does_not_grow() {
-    let model = Model::load(std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/models/tiny-random/int8")), &Overrides::default(), &LoadOptions::default()).unwrap();
+    let model = Model::load(
+        std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/models/tiny-random/int8")),
+        &Overrides::default(),
+        &LoadOptions::default(),
+    )
+    .unwrap();
     let mut session = model.session().unwrap();
     let mut rig = Rig::new(&model);
     let counters = Counters::default();

@@ -72,13 +72,24 @@ fn fourcc(name: &str) -> PixelFormat {
 }
 
 fn meta(format: PixelFormat, width: u32, height: u32, stride: usize) -> FrameMeta {
-    FrameMeta { width, height, format, stride, color_space: ColorSpace::Bt601, range: Range::Full, field: FieldOrder::Progressive,
-        sequence: 0, monotonic: Duration::ZERO, wall: SystemTime::UNIX_EPOCH }
+    FrameMeta {
+        width,
+        height,
+        format,
+        stride,
+        color_space: ColorSpace::Bt601,
+        range: Range::Full,
+        field: FieldOrder::Progressive,
+        sequence: 0,
+        monotonic: Duration::ZERO,
+        wall: SystemTime::UNIX_EPOCH,
+    }
 }
 
 impl Case {
     fn frame(&self) -> Frame<'_> {
-        let meta = FrameMeta { color_space: self.color_space, range: self.range, ..meta(self.format, self.width, self.height, self.stride) };
+        let meta =
+            FrameMeta { color_space: self.color_space, range: self.range, ..meta(self.format, self.width, self.height, self.stride) };
         Frame { meta, data: &self.input }
     }
 
@@ -122,7 +133,16 @@ fn every_format_range_and_matrix_matches_swscale_within_tolerance() {
 #[test]
 fn the_fixtures_cover_every_format() {
     let formats: Vec<PixelFormat> = cases().iter().map(|c| c.format).collect();
-    for f in [PixelFormat::Yuyv, PixelFormat::Uyvy, PixelFormat::Nv12, PixelFormat::Yu12, PixelFormat::Grey, PixelFormat::Rgb24, PixelFormat::Bgr24, PixelFormat::Mjpg] {
+    for f in [
+        PixelFormat::Yuyv,
+        PixelFormat::Uyvy,
+        PixelFormat::Nv12,
+        PixelFormat::Yu12,
+        PixelFormat::Grey,
+        PixelFormat::Rgb24,
+        PixelFormat::Bgr24,
+        PixelFormat::Mjpg,
+    ] {
         assert!(formats.contains(&f), "no golden case for {f:?}");
     }
 }
@@ -171,7 +191,12 @@ fn truncated_and_garbage_jpegs_are_corrupt_frames_not_panics() {
     let mut framed_garbage = vec![0xFF, 0xD8];
     framed_garbage.extend_from_slice(&garbage);
     framed_garbage.extend_from_slice(&[0xFF, 0xD9]);
-    for (what, data) in [("empty", Vec::new()), ("garbage", garbage), ("garbage between SOI and EOI", framed_garbage), ("header only", jpeg[..200].to_vec())] {
+    for (what, data) in [
+        ("empty", Vec::new()),
+        ("garbage", garbage),
+        ("garbage between SOI and EOI", framed_garbage),
+        ("header only", jpeg[..200].to_vec()),
+    ] {
         let e = decode_mjpg(&mut converter, &data, 64, 48, Roi::full(64, 48));
         assert!(matches!(e, Err(ConvertError::Corrupt(_))), "{what}: {e:?}");
     }
@@ -276,11 +301,13 @@ fn mjpg_without_huffman_tables_decodes_with_the_standard_ones() {
 
 fn time_ms(runs: u32, mut f: impl FnMut()) -> (f64, f64) {
     f();
-    let mut times: Vec<f64> = (0..runs).map(|_| {
-        let t = Instant::now();
-        f();
-        t.elapsed().as_secs_f64() * 1e3
-    }).collect();
+    let mut times: Vec<f64> = (0..runs)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
     times.sort_by(f64::total_cmp);
     (times[0], times[times.len() / 2])
 }
@@ -296,7 +323,15 @@ fn time_roi(format: PixelFormat, data: &[u8], stride: usize, roi: Roi) -> (f64, 
 fn convert_speed() {
     let bytes: Vec<u8> = (0..1920 * 1080 * 3u32).map(|i| (i.wrapping_mul(2654435761) >> 24) as u8).collect();
     let roi = Roi { x: 460, y: 140, width: 1000, height: 800 };
-    for (format, stride) in [(PixelFormat::Yuyv, 3840), (PixelFormat::Uyvy, 3840), (PixelFormat::Nv12, 1920), (PixelFormat::Yu12, 1920), (PixelFormat::Grey, 1920), (PixelFormat::Rgb24, 5760), (PixelFormat::Bgr24, 5760)] {
+    for (format, stride) in [
+        (PixelFormat::Yuyv, 3840),
+        (PixelFormat::Uyvy, 3840),
+        (PixelFormat::Nv12, 1920),
+        (PixelFormat::Yu12, 1920),
+        (PixelFormat::Grey, 1920),
+        (PixelFormat::Rgb24, 5760),
+        (PixelFormat::Bgr24, 5760),
+    ] {
         let (min, median) = time_roi(format, &bytes, stride, roi);
         println!("1920x1080 {format:?} -> 1000x800 ROI RGB: min {min:.3} ms, median {median:.3} ms");
     }
@@ -307,4 +342,3 @@ fn convert_speed() {
     let (min, median) = time_ms(30, || converter.convert(&frame, roi, &mut out).unwrap());
     println!("1920x1080 MJPG ({} KB, quality 95) -> 1000x800 ROI RGB: min {min:.3} ms, median {median:.3} ms", jpeg.len() / 1024);
 }
-

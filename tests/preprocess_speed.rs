@@ -39,7 +39,13 @@ mod reference {
         fn weight(self, x: f64) -> f64 {
             let x = x.abs();
             match self {
-                Filter::Bilinear => if x < 1.0 { 1.0 - x } else { 0.0 },
+                Filter::Bilinear => {
+                    if x < 1.0 {
+                        1.0 - x
+                    } else {
+                        0.0
+                    }
+                }
                 Filter::Bicubic => {
                     const A: f64 = -0.5;
                     if x < 1.0 {
@@ -96,7 +102,11 @@ mod reference {
 
     fn to_fixed(w: f64) -> i32 {
         let scaled = w * (1u32 << PRECISION_BITS) as f64;
-        if w < 0.0 { (scaled - 0.5) as i32 } else { (scaled + 0.5) as i32 }
+        if w < 0.0 {
+            (scaled - 0.5) as i32
+        } else {
+            (scaled + 0.5) as i32
+        }
     }
 
     fn clip8(acc: i32) -> u8 {
@@ -117,7 +127,17 @@ mod reference {
 
     impl Resampler {
         fn new(filter: Filter, channels: usize, out_w: usize, out_h: usize) -> Resampler {
-            Resampler { filter, channels, out_w, out_h, in_size: (0, 0), horiz: Coeffs::default(), vert: Coeffs::default(), temp: Vec::new(), acc: vec![0; out_w * channels] }
+            Resampler {
+                filter,
+                channels,
+                out_w,
+                out_h,
+                in_size: (0, 0),
+                horiz: Coeffs::default(),
+                vert: Coeffs::default(),
+                temp: Vec::new(),
+                acc: vec![0; out_w * channels],
+            }
         }
 
         fn resize(&mut self, src: &[u8], in_w: usize, in_h: usize, dst: &mut [u8]) {
@@ -189,7 +209,13 @@ mod reference {
                 Resample::Bicubic => Filter::Bicubic,
             };
             let (w, h) = (spec.width as usize, spec.height as usize);
-            Preprocess { rgb: Resampler::new(filter, 3, w, h), grey: Resampler::new(filter, 1, w, h), rgb_out: vec![0; w * h * 3], grey_out: vec![0; w * h], lut: lookup_table(spec) }
+            Preprocess {
+                rgb: Resampler::new(filter, 3, w, h),
+                grey: Resampler::new(filter, 1, w, h),
+                rgb_out: vec![0; w * h * 3],
+                grey_out: vec![0; w * h],
+                lut: lookup_table(spec),
+            }
         }
 
         pub fn resized_rgb(&self) -> &[u8] {
@@ -224,7 +250,11 @@ mod reference {
         std::array::from_fn(|c| {
             std::array::from_fn(|u| {
                 let x = (u as f64 * rescale) as f32;
-                if spec.normalize.is_some() { (x - mean[c]) / std[c] } else { x }
+                if spec.normalize.is_some() {
+                    (x - mean[c]) / std[c]
+                } else {
+                    x
+                }
             })
         })
     }
@@ -251,7 +281,13 @@ impl Noise {
         (0..len)
             .map(|i| match mode {
                 0 => (self.next() >> 56) as u8,
-                1 => if self.next() >> 63 == 0 { 0 } else { 255 },
+                1 => {
+                    if self.next() >> 63 == 0 {
+                        0
+                    } else {
+                        255
+                    }
+                }
                 _ => ((i / 7) as u8).wrapping_mul(13) ^ ((self.next() >> 60) as u8),
             })
             .collect()
@@ -315,7 +351,8 @@ fn fast_resize_equals_the_plain_pillow_port_on_the_224_model_input_from_typical_
         let (mut fast, mut slow) = (Preprocessor::new(&spec), reference::Preprocess::new(&spec));
         for (w, h) in [(736, 624), (1000, 800), (641, 479), (224, 1080), (1920, 224), (160, 120)] {
             let data = noise.image(w * h * 3);
-            compare(&spec, ImageView { width: w as u32, height: h as u32, layout: Layout::Rgb8, data: &data }, &mut fast, &mut slow).unwrap();
+            compare(&spec, ImageView { width: w as u32, height: h as u32, layout: Layout::Rgb8, data: &data }, &mut fast, &mut slow)
+                .unwrap();
         }
     }
 }

@@ -76,9 +76,16 @@ fn spawn_notified(dir: &Path, notify: &NotifySocket, config: &str) -> Daemon {
     let cfg = dir.join("sonoedge.toml");
     std::fs::write(&cfg, config).unwrap();
     let log = dir.join("daemon.log");
-    let child = common::sonoedge().args(["run", "--config"]).arg(&cfg)
-        .env("NOTIFY_SOCKET", &notify.path).env("WATCHDOG_USEC", "2000000").env("RUST_LOG", "info")
-        .stdout(Stdio::null()).stderr(std::fs::File::create(&log).unwrap()).spawn().unwrap();
+    let child = common::sonoedge()
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .env("NOTIFY_SOCKET", &notify.path)
+        .env("WATCHDOG_USEC", "2000000")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
     Daemon { child, log }
 }
 

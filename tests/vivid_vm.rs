@@ -52,8 +52,10 @@ fn scenario() -> String {
         let id = f.to_lowercase();
         s += &format!("./sonoedge run --config {id}.toml & pid=$!\nsleep 8\nkill -TERM $pid\nwait $pid\necho \"EXIT {id} $?\"\n");
     }
-    s += &format!("./sonoedge run --config disc.toml & pid=$!\nsleep 8\n./v4l2_ctl /dev/video0 {VIVID_DISCONNECT}\n\
-        sleep 20\nkill -TERM $pid\nwait $pid\necho \"EXIT disc $?\"\n");
+    s += &format!(
+        "./sonoedge run --config disc.toml & pid=$!\nsleep 8\n./v4l2_ctl /dev/video0 {VIVID_DISCONNECT}\n\
+        sleep 20\nkill -TERM $pid\nwait $pid\necho \"EXIT disc $?\"\n"
+    );
     s
 }
 
@@ -77,8 +79,11 @@ fn payload(dir: &Path, port: u16) -> PathBuf {
 fn boot(payload: &Path, port: u16) -> (bool, String, Duration) {
     let t0 = Instant::now();
     let out = Command::new(repo("tests/vm/run.sh"))
-        .args(["--arch", &arch(), "--payload"]).arg(payload).args(["--port", &port.to_string(), "--timeout", "600", "--env", "RUST_LOG=info", "--", "sh", "scenario.sh"])
-        .output().expect("tests/vm/run.sh");
+        .args(["--arch", &arch(), "--payload"])
+        .arg(payload)
+        .args(["--port", &port.to_string(), "--timeout", "600", "--env", "RUST_LOG=info", "--", "sh", "scenario.sh"])
+        .output()
+        .expect("tests/vm/run.sh");
     let console = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     (out.status.success(), console, t0.elapsed())
 }
@@ -117,7 +122,8 @@ fn vivid_formats_and_disconnect_in_a_vm() {
 /// `sonoedge devices` listed vivid with its formats; `snapshot` wrote both PNGs.
 fn check_tools(console: &str) {
     assert!(console.contains("DEVICES rc=0") && console.contains("driver vivid"), "devices: {console}");
-    let formats: usize = console.lines().find_map(|l| l.trim().strip_prefix("JSON formats=")).and_then(|n| n.trim().parse().ok()).unwrap_or(0);
+    let formats: usize =
+        console.lines().find_map(|l| l.trim().strip_prefix("JSON formats=")).and_then(|n| n.trim().parse().ok()).unwrap_or(0);
     println!("devices --json listed {formats} formats");
     assert!(formats >= 8, "vivid offers dozens of formats, devices --json listed {formats}");
     assert!(console.contains("SNAPSHOT rc=0") && console.contains("frame.png") && console.contains("input.png"), "snapshot: {console}");
@@ -141,16 +147,24 @@ fn check_format(sub: &Subscriber, format: &str, console: &str) {
 /// 10 s, all from the one daemon process.
 fn check_disconnect(sub: &Subscriber, console: &str) {
     let msgs = device_msgs(sub, "vm-disc");
-    let lost = msgs.iter().position(|m| source_state(m) == Some("waiting"))
+    let lost = msgs
+        .iter()
+        .position(|m| source_state(m) == Some("waiting"))
         .unwrap_or_else(|| panic!("no source-lost status after Disconnect; console:\n{console}"));
-    let back = msgs[lost..].iter().position(|m| source_state(m) == Some("streaming")).map(|i| i + lost)
+    let back = msgs[lost..]
+        .iter()
+        .position(|m| source_state(m) == Some("streaming"))
+        .map(|i| i + lost)
         .unwrap_or_else(|| panic!("the source never came back after Disconnect; console:\n{console}"));
     let before = msgs[..lost].iter().filter(|m| is_prediction(m)).count();
     let during = msgs[lost..back].iter().filter(|m| is_prediction(m)).count();
     let first_after = msgs[back..].iter().find(|m| is_prediction(m)).expect("no prediction after the source came back");
     let recovery = first_after.at.duration_since(msgs[lost].at);
-    println!("disconnect: {before} predictions before, {during} while lost ({:?}), first prediction {:.1} s after the lost status",
-        msgs[lost].payload["detail"], recovery.as_secs_f64());
+    println!(
+        "disconnect: {before} predictions before, {during} while lost ({:?}), first prediction {:.1} s after the lost status",
+        msgs[lost].payload["detail"],
+        recovery.as_secs_f64()
+    );
     assert!(before >= 3 && during == 0, "before {before}, during {during}");
     assert!(recovery <= Duration::from_secs(10) * time_scale(), "recovery took {recovery:?}");
     let onlines = msgs.iter().filter(|m| m.topic.ends_with("/status") && m.payload["state"] == Value::from("online")).count();

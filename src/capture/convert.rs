@@ -37,7 +37,10 @@ impl Roi {
 
     /// True if the rectangle lies inside a `width` x `height` frame.
     pub fn fits(&self, width: u32, height: u32) -> bool {
-        self.width > 0 && self.height > 0 && self.x as u64 + self.width as u64 <= width as u64 && self.y as u64 + self.height as u64 <= height as u64
+        self.width > 0
+            && self.height > 0
+            && self.x as u64 + self.width as u64 <= width as u64
+            && self.y as u64 + self.height as u64 <= height as u64
     }
 }
 
@@ -108,7 +111,13 @@ pub fn roi_to_rgb(frame: &Frame<'_>, roi: Roi, out: &mut Vec<u8>) -> Result<(), 
 }
 
 /// The ROI of an uncompressed frame, line by line through the format's row kernel.
-fn convert_raw(frame: &Frame<'_>, roi: Roi, deinterlace: Deinterlace, blend_line: &mut Vec<u8>, out: &mut Vec<u8>) -> Result<(), ConvertError> {
+fn convert_raw(
+    frame: &Frame<'_>,
+    roi: Roi,
+    deinterlace: Deinterlace,
+    blend_line: &mut Vec<u8>,
+    out: &mut Vec<u8>,
+) -> Result<(), ConvertError> {
     let m = &frame.meta;
     let layout = Layout::check(frame)?;
     let kernel = rows::kernel(m.format);
@@ -164,8 +173,18 @@ mod tests {
     use std::time::{Duration, SystemTime};
 
     fn frame(format: PixelFormat, width: u32, height: u32, stride: usize, data: &[u8]) -> Frame<'_> {
-        let meta = FrameMeta { width, height, format, stride, color_space: ColorSpace::Bt601, range: Range::Limited,
-            field: FieldOrder::Progressive, sequence: 0, monotonic: Duration::ZERO, wall: SystemTime::UNIX_EPOCH };
+        let meta = FrameMeta {
+            width,
+            height,
+            format,
+            stride,
+            color_space: ColorSpace::Bt601,
+            range: Range::Limited,
+            field: FieldOrder::Progressive,
+            sequence: 0,
+            monotonic: Duration::ZERO,
+            wall: SystemTime::UNIX_EPOCH,
+        };
         Frame { meta, data }
     }
 

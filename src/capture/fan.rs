@@ -41,7 +41,10 @@ impl Fan {
             return Err(format!("angles_deg {:?} must be [start, stop] with -180 <= start < stop <= 180", self.angles_deg));
         }
         if !(self.radius_start_px >= 0.0 && self.radius_start_px < self.radius_stop_px && self.radius_stop_px.is_finite()) {
-            return Err(format!("radius_start_px {} and radius_stop_px {} must satisfy 0 <= start < stop", self.radius_start_px, self.radius_stop_px));
+            return Err(format!(
+                "radius_start_px {} and radius_stop_px {} must satisfy 0 <= start < stop",
+                self.radius_start_px, self.radius_stop_px
+            ));
         }
         if !self.origin_px.iter().all(|v| v.is_finite()) {
             return Err("origin_px must be two finite numbers".into());

@@ -21,8 +21,16 @@ pub struct ImageSource {
 
 impl ImageSource {
     pub fn new(path: PathBuf, fps: f64, looping: bool) -> ImageSource {
-        ImageSource { path, files: Vec::new(), interval: Duration::from_secs_f64(1.0 / fps), looping, next_at: Instant::now(),
-            index: 0, ended: false, current: None }
+        ImageSource {
+            path,
+            files: Vec::new(),
+            interval: Duration::from_secs_f64(1.0 / fps),
+            looping,
+            next_at: Instant::now(),
+            index: 0,
+            ended: false,
+            current: None,
+        }
     }
 
     /// Lists the files; an absent or empty folder is "unavailable" (retried), not fatal.
@@ -32,9 +40,15 @@ impl ImageSource {
             self.files = vec![self.path.clone()];
             return Ok(());
         }
-        let entries = std::fs::read_dir(&self.path).map_err(|e| unavailable(format!("cannot read image folder {}: {e}", self.path.display())))?;
-        let mut files: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().and_then(|x| x.to_str()).is_some_and(|x| matches!(x.to_ascii_lowercase().as_str(), "png" | "jpg" | "jpeg" | "bmp")))
+        let entries =
+            std::fs::read_dir(&self.path).map_err(|e| unavailable(format!("cannot read image folder {}: {e}", self.path.display())))?;
+        let mut files: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.extension()
+                    .and_then(|x| x.to_str())
+                    .is_some_and(|x| matches!(x.to_ascii_lowercase().as_str(), "png" | "jpg" | "jpeg" | "bmp"))
+            })
             .collect();
         files.sort();
         if files.is_empty() {
@@ -81,9 +95,18 @@ impl FrameSource for ImageSource {
             Layout::Rgb8 => (PixelFormat::Rgb24, 3),
             Layout::Grey8 => (PixelFormat::Grey, 1),
         };
-        let meta = FrameMeta { width: still.width, height: still.height, format, stride: still.width as usize * bpp,
-            color_space: ColorSpace::Bt709, range: Range::Full, field: FieldOrder::Progressive, sequence,
-            monotonic: super::monotonic_now(), wall: SystemTime::now() };
+        let meta = FrameMeta {
+            width: still.width,
+            height: still.height,
+            format,
+            stride: still.width as usize * bpp,
+            color_space: ColorSpace::Bt709,
+            range: Range::Full,
+            field: FieldOrder::Progressive,
+            sequence,
+            monotonic: super::monotonic_now(),
+            wall: SystemTime::now(),
+        };
         Ok(Some(Frame { meta, data: &still.data }))
     }
 

@@ -6,8 +6,8 @@
 
 pub mod convert;
 pub mod fan;
-pub mod region;
 pub mod images;
+pub mod region;
 pub mod still;
 pub mod synthetic;
 pub mod v4l2;

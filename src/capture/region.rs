@@ -37,7 +37,11 @@ impl Region {
         if self.mask.as_ref().is_none_or(|m| m.roi() != roi) {
             let mask = FanMask::new(fan, roi);
             if mask.kept_pixels() < roi.width as u64 * roi.height as u64 / 20 {
-                log::warn!("the fan mask keeps {} of {} ROI pixels: check source.fan against `sonoedge snapshot`", mask.kept_pixels(), roi.width as u64 * roi.height as u64);
+                log::warn!(
+                    "the fan mask keeps {} of {} ROI pixels: check source.fan against `sonoedge snapshot`",
+                    mask.kept_pixels(),
+                    roi.width as u64 * roi.height as u64
+                );
             }
             self.mask = Some(mask);
         }

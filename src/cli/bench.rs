@@ -114,12 +114,14 @@ pub fn percentile(values: &mut [f64], pct: f64) -> f64 {
 /// A deterministic noise frame (xorshift), so runs are comparable without an input file.
 fn noise_frame(width: u32, height: u32) -> Still {
     let mut x: u32 = 0x9E37_79B9;
-    let data = (0..width * height * 3).map(|_| {
-        x ^= x << 13;
-        x ^= x >> 17;
-        x ^= x << 5;
-        (x >> 24) as u8
-    }).collect();
+    let data = (0..width * height * 3)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            (x >> 24) as u8
+        })
+        .collect();
     Still { width, height, layout: Layout::Rgb8, data }
 }
 

@@ -15,7 +15,13 @@ pub fn run(args: &RunArgs) -> Result<i32, StartError> {
     let cfg = Config::load(&args.config).map_err(|e| StartError::Config(e.to_string()))?;
     println!("config  ok: {}", args.config.display());
     let model = load_model(&cfg)?;
-    println!("model   ok: {} ({}, labels {:?}, sha256 {})", model.contract.onnx.display(), model.info.format.as_str(), model.labels(), model.sha256);
+    println!(
+        "model   ok: {} ({}, labels {:?}, sha256 {})",
+        model.contract.onnx.display(),
+        model.info.format.as_str(),
+        model.labels(),
+        model.sha256
+    );
     let id = identity(&cfg, &model)?;
     println!("device  ok: topics under {}/{}/", cfg.mqtt.topic_prefix, id.device_id);
     let source_ok = try_source(&cfg);
@@ -52,8 +58,8 @@ fn try_source(cfg: &Config) -> bool {
 fn try_broker(cfg: &Config) -> Result<bool, StartError> {
     let settings = mqtt_settings(&cfg.mqtt)?;
     // The publisher's own options (TLS with client certificate included), under a probe's client id.
-    let options = connect_options(&settings, &format!("sonoedge-check-{}", std::process::id()))
-        .map_err(|e| StartError::Config(e.to_string()))?;
+    let options =
+        connect_options(&settings, &format!("sonoedge-check-{}", std::process::id())).map_err(|e| StartError::Config(e.to_string()))?;
     let (_client, mut connection) = rumqttc::Client::new(options, 4);
     let verdict = match connection.recv_timeout(Duration::from_secs(5)) {
         Ok(Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_)))) => Ok(()),

@@ -73,9 +73,18 @@ fn classify_one(path: &Path, model: &Model, region: &mut Region, pre: &mut Prepr
 fn crop_and_mask(still: &Still, region: &mut Region) -> anyhow::Result<(Vec<u8>, Roi)> {
     let roi = region.roi(still.width, still.height);
     let format = if still.layout == Layout::Grey8 { PixelFormat::Grey } else { PixelFormat::Rgb24 };
-    let meta = FrameMeta { width: still.width, height: still.height, format, stride: still.width as usize * still.layout.bytes_per_pixel(),
-        color_space: ColorSpace::Bt601, range: Range::Full, field: FieldOrder::Progressive, sequence: 0,
-        monotonic: Duration::ZERO, wall: SystemTime::UNIX_EPOCH };
+    let meta = FrameMeta {
+        width: still.width,
+        height: still.height,
+        format,
+        stride: still.width as usize * still.layout.bytes_per_pixel(),
+        color_space: ColorSpace::Bt601,
+        range: Range::Full,
+        field: FieldOrder::Progressive,
+        sequence: 0,
+        monotonic: Duration::ZERO,
+        wall: SystemTime::UNIX_EPOCH,
+    };
     let mut rgb = Vec::new();
     roi_to_rgb(&Frame { meta, data: &still.data }, roi, &mut rgb)?;
     region.mask(&mut rgb, roi);

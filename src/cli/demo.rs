@@ -92,11 +92,14 @@ dynamic_filters = true
 "#
     );
     let cfg: rumqttd::Config = toml::from_str(&cfg).expect("built-in broker config parses");
-    std::thread::Builder::new().name("demo-broker".into()).spawn(move || {
-        if let Err(e) = rumqttd::Broker::new(cfg).start() {
-            log::error!("embedded broker stopped: {e}");
-        }
-    }).expect("spawn broker");
+    std::thread::Builder::new()
+        .name("demo-broker".into())
+        .spawn(move || {
+            if let Err(e) = rumqttd::Broker::new(cfg).start() {
+                log::error!("embedded broker stopped: {e}");
+            }
+        })
+        .expect("spawn broker");
     // The broker binds asynchronously; wait until it accepts.
     for _ in 0..100 {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
@@ -114,7 +117,9 @@ fn print_messages(port: u16, stop: Arc<AtomicBool>) {
     std::thread::spawn(move || {
         for event in connection.iter() {
             match event {
-                Ok(Event::Incoming(Packet::ConnAck(_))) => { let _ = client.subscribe("sonoedge/demo/#", QoS::AtLeastOnce); }
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    let _ = client.subscribe("sonoedge/demo/#", QoS::AtLeastOnce);
+                }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
                     let payload: serde_json::Value = serde_json::from_slice(&p.payload).unwrap_or(serde_json::Value::Null);
                     let line = serde_json::json!({"topic": p.topic, "retained": p.retain, "payload": payload});

@@ -5,11 +5,11 @@ pub mod check;
 pub mod classify;
 #[cfg(feature = "demo")]
 pub mod demo;
+pub mod devices;
 pub mod phantom;
 pub mod run;
 pub mod snapshot;
 pub mod sweep;
-pub mod devices;
 
 use std::path::PathBuf;
 
@@ -78,7 +78,12 @@ impl ModelArgs {
 
     /// The model settings of a daemon config, for `classify --config`.
     pub fn from_config(cfg: &crate::config::ModelConfig) -> ModelArgs {
-        ModelArgs { model: Some(cfg.path.clone()), labels: cfg.labels.clone(), preprocessor: cfg.preprocessor.clone(),
-            threads: cfg.threads.min(64) as u16, plain_tract: false }
+        ModelArgs {
+            model: Some(cfg.path.clone()),
+            labels: cfg.labels.clone(),
+            preprocessor: cfg.preprocessor.clone(),
+            threads: cfg.threads.min(64) as u16,
+            plain_tract: false,
+        }
     }
 }

@@ -10,10 +10,10 @@ use anyhow::Context;
 use clap::Args;
 use sha2::{Digest, Sha256};
 
-use crate::capture::region::Region;
-use crate::capture::v4l2::{negotiate, DeviceSpec, V4l2Settings, V4l2Source, Want};
 use crate::capture::images::ImageSource;
+use crate::capture::region::Region;
 use crate::capture::synthetic::{PhantomConfig, SyntheticSource};
+use crate::capture::v4l2::{negotiate, DeviceSpec, V4l2Settings, V4l2Source, Want};
 use crate::capture::FrameSource;
 use crate::config::{valid_topic_level, Config, MqttConfig, SourceConfig};
 use crate::infer::{LoadOptions, Model, Overrides};
@@ -102,14 +102,22 @@ pub fn mqtt_settings(m: &MqttConfig) -> Result<MqttSettings, StartError> {
         (None, None) => None,
     };
     Ok(MqttSettings {
-        url: m.url.clone(), qos: m.qos, topic_prefix: m.topic_prefix.clone(), keep_alive_s: m.keep_alive_s,
-        queue_capacity: m.queue_capacity, username: m.username.clone(), password,
-        ca_file: m.ca_file.clone(), client_cert: m.client_cert.clone(), client_key: m.client_key.clone(),
+        url: m.url.clone(),
+        qos: m.qos,
+        topic_prefix: m.topic_prefix.clone(),
+        keep_alive_s: m.keep_alive_s,
+        queue_capacity: m.queue_capacity,
+        username: m.username.clone(),
+        password,
+        ca_file: m.ca_file.clone(),
+        client_cert: m.client_cert.clone(),
+        client_key: m.client_key.clone(),
     })
 }
 
 fn read_secret(file: &Path) -> Result<String, StartError> {
-    std::fs::read_to_string(file).map(|s| s.trim_end_matches(['\r', '\n']).to_string())
+    std::fs::read_to_string(file)
+        .map(|s| s.trim_end_matches(['\r', '\n']).to_string())
         .map_err(|e| StartError::Config(format!("mqtt.password_file {}: {e}", file.display())))
 }
 
@@ -139,8 +147,15 @@ pub fn serve(cfg: &Config, stop: Arc<AtomicBool>, duration: Option<Duration>) ->
     let publisher = MqttPublisher::start(&mqtt_settings(&cfg.mqtt)?, identity.clone(), &offline).map_err(config_err)?;
     log::info!("publishing to {} under {}/{}/", cfg.mqtt.url, cfg.mqtt.topic_prefix, identity.device_id);
     let parts = Parts {
-        source, model, publisher: Box::new(publisher), region: Region::new(cfg.source.roi(), cfg.source.fan()), deinterlace: cfg.source.deinterlace(), config: cfg.pipeline.clone(),
-        identity, stats_interval_s: cfg.mqtt.stats_interval_s, system_facts: crate::sysinfo::system_facts,
+        source,
+        model,
+        publisher: Box::new(publisher),
+        region: Region::new(cfg.source.roi(), cfg.source.fan()),
+        deinterlace: cfg.source.deinterlace(),
+        config: cfg.pipeline.clone(),
+        identity,
+        stats_interval_s: cfg.mqtt.stats_interval_s,
+        system_facts: crate::sysinfo::system_facts,
     };
     let running = pipeline::start(parts, stop.clone());
     crate::sysinfo::notify_ready();

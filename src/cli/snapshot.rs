@@ -42,8 +42,12 @@ pub fn run(args: &SnapshotArgs) -> anyhow::Result<()> {
     let (frame_png, input_png) = (args.out.join("frame.png"), args.out.join("input.png"));
     let Some(mut rgb) = shot.roi_rgb else {
         save(&frame_png, &shot.full, shot.width, shot.height)?;
-        bail!("source.roi {:?} does not fit the {}x{} frame (frame.png written without it); the daemon would publish nothing",
-            shot.roi, shot.width, shot.height);
+        bail!(
+            "source.roi {:?} does not fit the {}x{} frame (frame.png written without it); the daemon would publish nothing",
+            shot.roi,
+            shot.width,
+            shot.height
+        );
     };
     let mut full = shot.full;
     draw_overlay(&mut full, shot.width, shot.height, shot.roi, region.fan());
@@ -51,7 +55,15 @@ pub fn run(args: &SnapshotArgs) -> anyhow::Result<()> {
     region.mask(&mut rgb, shot.roi);
     let input = model_input(&contract, &rgb, shot.roi)?;
     save(&input_png, &input, contract.preprocess.width, contract.preprocess.height)?;
-    println!("{}: {}x{} {}: wrote {} and {}", source.describe(), shot.width, shot.height, shot.format, frame_png.display(), input_png.display());
+    println!(
+        "{}: {}x{} {}: wrote {} and {}",
+        source.describe(),
+        shot.width,
+        shot.height,
+        shot.format,
+        frame_png.display(),
+        input_png.display()
+    );
     Ok(())
 }
 

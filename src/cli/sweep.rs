@@ -36,12 +36,15 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     }
     print_table(&rows, cores);
     let best = rows.iter().min_by(|a, b| a.p50().total_cmp(&b.p50())).expect("at least one row");
-    println!("{}", json!({
-        "cores": cores,
-        "configs": rows.iter().map(|r| &r.report).collect::<Vec<_>>(),
-        "fastest": { "model": best.model, "threads": best.threads, "infer_ms_p50": best.p50(),
-            "format": best.report["model_format"] },
-    }));
+    println!(
+        "{}",
+        json!({
+            "cores": cores,
+            "configs": rows.iter().map(|r| &r.report).collect::<Vec<_>>(),
+            "fastest": { "model": best.model, "threads": best.threads, "infer_ms_p50": best.p50(),
+                "format": best.report["model_format"] },
+        })
+    );
     Ok(())
 }
 
@@ -63,8 +66,12 @@ fn child_command() -> anyhow::Result<Command> {
 /// `sonoedge bench` for one model and thread count in a child process.
 fn bench_once(args: &BenchArgs, model: &Path, threads: usize) -> anyhow::Result<Value> {
     let mut cmd = child_command()?;
-    cmd.arg("bench").arg("--model").arg(model).args(["--threads", &threads.to_string()])
-        .args(["--runs", &args.runs.to_string(), "--warmup", &args.warmup.to_string()]);
+    cmd.arg("bench").arg("--model").arg(model).args(["--threads", &threads.to_string()]).args([
+        "--runs",
+        &args.runs.to_string(),
+        "--warmup",
+        &args.warmup.to_string(),
+    ]);
     if let Some(image) = &args.image {
         cmd.arg("--image").arg(image);
     }
@@ -73,7 +80,12 @@ fn bench_once(args: &BenchArgs, model: &Path, threads: usize) -> anyhow::Result<
     }
     let out = cmd.output()?;
     if !out.status.success() {
-        anyhow::bail!("bench of {} with {threads} thread(s) failed ({}): {}", model.display(), out.status, String::from_utf8_lossy(&out.stderr).trim());
+        anyhow::bail!(
+            "bench of {} with {threads} thread(s) failed ({}): {}",
+            model.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(serde_json::from_slice(&out.stdout)?)
 }
@@ -82,11 +94,24 @@ fn print_table(rows: &[Row], cores: usize) {
     eprintln!("\n{:<14} {:>7} {:>9} {:>9} {:>9} {:>9}  model", "format", "threads", "p50 ms", "p95 ms", "load ms", "RSS MB");
     for r in rows {
         let f = |k: &str| r.report[k].as_f64().unwrap_or(f64::NAN);
-        eprintln!("{:<14} {:>7} {:>9.1} {:>9.1} {:>9.0} {:>9.0}  {}", r.report["model_format"].as_str().unwrap_or("?"), r.threads,
-            f("infer_ms_p50"), f("infer_ms_p95"), f("load_optimize_ms"), f("rss_mb"), r.model.display());
+        eprintln!(
+            "{:<14} {:>7} {:>9.1} {:>9.1} {:>9.0} {:>9.0}  {}",
+            r.report["model_format"].as_str().unwrap_or("?"),
+            r.threads,
+            f("infer_ms_p50"),
+            f("infer_ms_p95"),
+            f("load_optimize_ms"),
+            f("rss_mb"),
+            r.model.display()
+        );
     }
     if let Some(best) = rows.iter().min_by(|a, b| a.p50().total_cmp(&b.p50())) {
-        eprintln!("\nfastest: {} with {} thread(s), {:.1} ms per frame ({cores} cores). In sonoedge.toml:", best.model.display(), best.threads, best.p50());
+        eprintln!(
+            "\nfastest: {} with {} thread(s), {:.1} ms per frame ({cores} cores). In sonoedge.toml:",
+            best.model.display(),
+            best.threads,
+            best.p50()
+        );
         eprintln!("  [model]\n  path = {:?}\n  threads = {}", best.model.display().to_string(), best.threads);
         eprintln!("A thread count equal to the cores leaves none for capture and publishing; on a busy board prefer one less.");
         eprintln!("int8 and fp32 give different probabilities: check the format you choose with models/parity.py on your own images.");

@@ -119,8 +119,7 @@ pub fn read_labels(path: &Path) -> Result<Labels, ModelError> {
     if by_id.keys().copied().ne(0..by_id.len()) {
         return Err(bad(format!("ids must be 0..{} without gaps, found {:?}", by_id.len(), by_id.keys().collect::<Vec<_>>())));
     }
-    validate_labels(by_id.into_values().collect(), "id2label")
-        .map_err(|e| if let ModelError::BadLabels(_, why) = e { bad(why) } else { e })
+    validate_labels(by_id.into_values().collect(), "id2label").map_err(|e| if let ModelError::BadLabels(_, why) = e { bad(why) } else { e })
 }
 
 fn validate_labels(labels: Labels, origin: &str) -> Result<Labels, ModelError> {
@@ -174,10 +173,8 @@ struct Keys<'a> {
 }
 
 impl Keys<'_> {
-    const KNOWN: &'static [&'static str] = &[
-        "do_resize", "size", "resample", "do_rescale", "rescale_factor", "do_normalize",
-        "image_mean", "image_std", "do_convert_rgb",
-    ];
+    const KNOWN: &'static [&'static str] =
+        &["do_resize", "size", "resample", "do_rescale", "rescale_factor", "do_normalize", "image_mean", "image_std", "do_convert_rgb"];
 
     fn bad(&self, key: &str, why: &str) -> ModelError {
         ModelError::BadKey(self.path.to_path_buf(), key.into(), why.into())
@@ -212,8 +209,9 @@ impl Keys<'_> {
     fn number(&self, key: &str, default: f64) -> Result<f32, ModelError> {
         match self.obj.get(key) {
             None | Some(Value::Null) => Ok(default as f32),
-            Some(v) => v.as_f64().filter(|x| x.is_finite() && *x > 0.0).map(|x| x as f32)
-                .ok_or_else(|| self.bad(key, "must be a positive number")),
+            Some(v) => {
+                v.as_f64().filter(|x| x.is_finite() && *x > 0.0).map(|x| x as f32).ok_or_else(|| self.bad(key, "must be a positive number"))
+            }
         }
     }
 
@@ -230,8 +228,12 @@ impl Keys<'_> {
     }
 
     fn size(&self) -> Result<(u32, u32), ModelError> {
-        let dim = |v: &Value, k: &str| v.as_u64().filter(|x| (1..=8192).contains(x)).map(|x| x as u32)
-            .ok_or_else(|| self.bad(k, "must be a whole number of pixels between 1 and 8192"));
+        let dim = |v: &Value, k: &str| {
+            v.as_u64()
+                .filter(|x| (1..=8192).contains(x))
+                .map(|x| x as u32)
+                .ok_or_else(|| self.bad(k, "must be a whole number of pixels between 1 and 8192"))
+        };
         match self.obj.get("size") {
             None | Some(Value::Null) => Ok((224, 224)),
             Some(v) if v.is_number() => dim(v, "size").map(|s| (s, s)),
@@ -274,9 +276,13 @@ mod tests {
     #[test]
     fn vit_processor_json_is_read_with_its_values() {
         let d = tmp("vit");
-        let p = write(&d, "p.json", r#"{"do_normalize":true,"do_rescale":true,"do_resize":true,
+        let p = write(
+            &d,
+            "p.json",
+            r#"{"do_normalize":true,"do_rescale":true,"do_resize":true,
             "image_mean":[0.5,0.5,0.5],"image_processor_type":"ViTImageProcessor","image_std":[0.5,0.5,0.5],
-            "resample":3,"rescale_factor":0.00392156862745098,"size":{"height":224,"width":200}}"#);
+            "resample":3,"rescale_factor":0.00392156862745098,"size":{"height":224,"width":200}}"#,
+        );
         let s = read_preprocessor(&p).unwrap();
         assert_eq!((s.width, s.height, s.resample), (200, 224, Resample::Bicubic));
         let (scale, offset) = s.affine();

@@ -91,10 +91,15 @@ fn image_input(graph: &pb::GraphProto) -> Result<ImageInput, String> {
     if t.elem_type != ONNX_FLOAT {
         return Err(format!("input `{}` has ONNX element type {}; sonoedge feeds float32 pixel values", input.name, t.elem_type));
     }
-    let dims: Vec<Option<i64>> = t.shape.iter().flat_map(|s| s.dim.iter()).map(|d| match d.value {
-        Some(dimension::Value::DimValue(v)) => Some(v),
-        _ => None,
-    }).collect();
+    let dims: Vec<Option<i64>> = t
+        .shape
+        .iter()
+        .flat_map(|s| s.dim.iter())
+        .map(|d| match d.value {
+            Some(dimension::Value::DimValue(v)) => Some(v),
+            _ => None,
+        })
+        .collect();
     if dims.len() != 4 || dims[1].is_some_and(|c| c != 3) {
         return Err(format!("input `{}` has shape {dims:?}; expected [batch, 3, height, width]", input.name));
     }

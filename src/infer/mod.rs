@@ -63,7 +63,12 @@ impl Model {
         // The protobuf and tract's intermediate graphs (tens of MB for a ViT-B) are free now.
         crate::sysinfo::release_freed_memory();
         let load_ms = started.elapsed().as_secs_f64() * 1e3;
-        log::info!("model loaded as {} in {load_ms:.0} ms ({} labels, {} thread(s))", info.format.as_str(), contract.labels.len(), options.threads);
+        log::info!(
+            "model loaded as {} in {load_ms:.0} ms ({} labels, {} thread(s))",
+            info.format.as_str(),
+            contract.labels.len(),
+            options.threads
+        );
         Ok(Model { contract, info, sha256, preprocess_digest, threads: options.threads, load_ms, plan })
     }
 
@@ -96,7 +101,8 @@ fn prepare(contract: &Contract, options: &LoadOptions) -> Result<(GraphInfo, Arc
     let parsed = onnx.parse(&proto, dir).map_err(|e| ModelError::Parse(path.clone(), e))?;
     drop(proto);
     let optimize_err = |e| ModelError::Optimize(path.clone(), e, p.width, p.height);
-    let mut typed = parsed.model
+    let mut typed = parsed
+        .model
         .with_input_fact(0, f32::fact([1, 3, p.height as usize, p.width as usize]).into())
         .and_then(|m| m.into_optimized())
         .map_err(optimize_err)?;
@@ -118,7 +124,12 @@ fn check_output(path: &Path, model: &TypedModel, labels: &[String]) -> Result<()
     let shape = model.output_fact(0).ok().and_then(|f| f.shape.as_concrete().map(|s| s.to_vec()));
     let per_image = match shape.as_deref() {
         Some([1, n]) => *n,
-        other => return Err(ModelError::Unsupported(path.to_path_buf(), format!("its first output has shape {other:?}; expected [1, number of labels]"))),
+        other => {
+            return Err(ModelError::Unsupported(
+                path.to_path_buf(),
+                format!("its first output has shape {other:?}; expected [1, number of labels]"),
+            ))
+        }
     };
     if per_image != labels.len() {
         return Err(ModelError::LabelMismatch(path.to_path_buf(), per_image, labels.len(), labels.join(", ")));

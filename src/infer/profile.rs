@@ -51,13 +51,16 @@ impl Profile {
             *g.2.entry(detail).or_default() += 1;
         }
         let runs = self.runs.max(1) as f64;
-        let mut rows: Vec<OpShare> = groups.into_iter().map(|(op, (n, secs, details))| OpShare {
-            op: op.to_string(),
-            nodes: n,
-            ms_per_run: secs * 1e3 / runs,
-            share: if total > 0.0 { secs / total } else { 0.0 },
-            detail: details.into_iter().max_by_key(|d| d.1).map(|d| d.0.to_string()).unwrap_or_default(),
-        }).collect();
+        let mut rows: Vec<OpShare> = groups
+            .into_iter()
+            .map(|(op, (n, secs, details))| OpShare {
+                op: op.to_string(),
+                nodes: n,
+                ms_per_run: secs * 1e3 / runs,
+                share: if total > 0.0 { secs / total } else { 0.0 },
+                detail: details.into_iter().max_by_key(|d| d.1).map(|d| d.0.to_string()).unwrap_or_default(),
+            })
+            .collect();
         rows.sort_by(|a, b| b.ms_per_run.total_cmp(&a.ms_per_run));
         rows
     }

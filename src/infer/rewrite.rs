@@ -44,7 +44,9 @@ pub fn rewrite(model: &mut TypedModel) -> TractResult<Rewrites> {
 fn weight_sum_patch(model: &TypedModel, node: &TypedNode) -> TractResult<Option<TypedModelPatch>> {
     let Some(reduce) = node.op_as::<Reduce>() else { return Ok(None) };
     let cast_node = model.node(node.inputs[0].node);
-    let (Some(cast), Some(weights)) = (cast_node.op_as::<Cast>(), cast_node.inputs.first().map(|i| model.outlet_fact(*i)).transpose()?.and_then(|f| f.konst.clone())) else {
+    let (Some(cast), Some(weights)) =
+        (cast_node.op_as::<Cast>(), cast_node.inputs.first().map(|i| model.outlet_fact(*i)).transpose()?.and_then(|f| f.konst.clone()))
+    else {
         return Ok(None);
     };
     if reduce.reducer != Reducer::Sum || cast.to != i32::datum_type() || !weights.datum_type().is_integer() {

@@ -3,10 +3,17 @@
 
 use super::*;
 
-
 /// tract 0.23.9's scalar form of the quantizer, the reference the fast form must equal.
 fn reference(xs: &[f32]) -> (f32, u8, Vec<u8>) {
-    let (min, max) = xs.iter().fold((0f32, 0f32), |(l, h), &v| if v < l { (v, h) } else if v > h { (l, v) } else { (l, h) });
+    let (min, max) = xs.iter().fold((0f32, 0f32), |(l, h), &v| {
+        if v < l {
+            (v, h)
+        } else if v > h {
+            (l, v)
+        } else {
+            (l, h)
+        }
+    });
     let scale = (max - min) / 255.0;
     let zp = (-min / scale).round_ties_even().max(0.0).min(255.0) as u8;
     let q = xs.iter().map(|x| (((x / scale).round_ties_even() as i32) + zp as i32).clamp(0, 255) as u8).collect();
@@ -22,18 +29,26 @@ fn fast(xs: &[f32]) -> (f32, u8, Vec<u8>) {
 
 fn noise(n: usize, seed: u32, amp: f32, offset: f32) -> Vec<f32> {
     let mut s = seed | 1;
-    (0..n).map(|_| {
-        s ^= s << 13;
-        s ^= s >> 17;
-        s ^= s << 5;
-        (s as f32 / u32::MAX as f32 - 0.5) * amp + offset
-    }).collect()
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            (s as f32 / u32::MAX as f32 - 0.5) * amp + offset
+        })
+        .collect()
 }
 
 #[test]
 fn quantizer_equals_the_scalar_form() {
-    let mut cases = vec![vec![], vec![0.0; 37], vec![-0.0, 0.0, -0.0], vec![f32::NAN, 1.0, -2.0, f32::NAN],
-        vec![0., 2., -3., -2.5, 1.34, 0.5], vec![1e-30, -1e-30, 3e-31]];
+    let mut cases = vec![
+        vec![],
+        vec![0.0; 37],
+        vec![-0.0, 0.0, -0.0],
+        vec![f32::NAN, 1.0, -2.0, f32::NAN],
+        vec![0., 2., -3., -2.5, 1.34, 0.5],
+        vec![1e-30, -1e-30, 3e-31],
+    ];
     for (i, n) in [1usize, 15, 16, 17, 255, 4096, 151_296].into_iter().enumerate() {
         cases.push(noise(n, i as u32 + 7, 8.0, 0.0));
         cases.push(noise(n, i as u32 + 99, 3.0, 5.0));
@@ -67,26 +82,69 @@ fn row_sum_equals_a_plain_sum() {
 /// (weights above tract's 4 MB fold budget once widened) -> Cast -> Mul by the two scales -> Add.
 fn linear_layer_model(m: usize, k: usize, n: usize) -> TypedModel {
     use tract_onnx::pb::*;
-    let node = |op: &str, ins: &[&str], outs: &[&str]| NodeProto { op_type: op.into(), name: format!("{op}_{}", outs[0]),
-        input: ins.iter().map(|s| s.to_string()).collect(), output: outs.iter().map(|s| s.to_string()).collect(), ..Default::default() };
-    let tensor = |name: &str, dt: i32, dims: &[i64], raw: Vec<u8>| TensorProto { name: name.into(), data_type: dt, dims: dims.to_vec(), raw_data: raw, ..Default::default() };
-    let value = |name: &str, dims: &[i64]| ValueInfoProto { name: name.into(), r#type: Some(TypeProto { value: Some(type_proto::Value::TensorType(type_proto::Tensor {
-        elem_type: 1, shape: Some(TensorShapeProto { dim: dims.iter().map(|&d| tensor_shape_proto::Dimension { value: Some(tensor_shape_proto::dimension::Value::DimValue(d)), ..Default::default() }).collect() }) })), ..Default::default() }), ..Default::default() };
+    let node = |op: &str, ins: &[&str], outs: &[&str]| NodeProto {
+        op_type: op.into(),
+        name: format!("{op}_{}", outs[0]),
+        input: ins.iter().map(|s| s.to_string()).collect(),
+        output: outs.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    };
+    let tensor = |name: &str, dt: i32, dims: &[i64], raw: Vec<u8>| TensorProto {
+        name: name.into(),
+        data_type: dt,
+        dims: dims.to_vec(),
+        raw_data: raw,
+        ..Default::default()
+    };
+    let value = |name: &str, dims: &[i64]| ValueInfoProto {
+        name: name.into(),
+        r#type: Some(TypeProto {
+            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                elem_type: 1,
+                shape: Some(TensorShapeProto {
+                    dim: dims
+                        .iter()
+                        .map(|&d| tensor_shape_proto::Dimension {
+                            value: Some(tensor_shape_proto::dimension::Value::DimValue(d)),
+                            ..Default::default()
+                        })
+                        .collect(),
+                }),
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
     let weights: Vec<u8> = (0..k * n).map(|i| ((i as u64 * 2_654_435_761) >> 13) as u8).map(|b| if b == 0x80 { 0x81 } else { b }).collect();
     let bias: Vec<u8> = (0..n).flat_map(|i| (i as f32 * 0.01 - 1.0).to_le_bytes()).collect();
     let mut cast = node("Cast", &["acc"], &["accf"]);
     cast.attribute.push(AttributeProto { name: "to".into(), r#type: 2, i: 1, ..Default::default() });
     let graph = GraphProto {
         name: "linear".into(),
-        node: vec![node("DynamicQuantizeLinear", &["x"], &["xq", "xs", "xzp"]), node("MatMulInteger", &["xq", "w", "xzp", "wzp"], &["acc"]), cast,
-            node("Mul", &["xs", "ws"], &["s"]), node("Mul", &["accf", "s"], &["yf"]), node("Add", &["yf", "b"], &["y"])],
-        initializer: vec![tensor("w", 3, &[k as i64, n as i64], weights), tensor("wzp", 3, &[], vec![0]), tensor("ws", 1, &[], 0.0123f32.to_le_bytes().to_vec()),
-            tensor("b", 1, &[n as i64], bias)],
+        node: vec![
+            node("DynamicQuantizeLinear", &["x"], &["xq", "xs", "xzp"]),
+            node("MatMulInteger", &["xq", "w", "xzp", "wzp"], &["acc"]),
+            cast,
+            node("Mul", &["xs", "ws"], &["s"]),
+            node("Mul", &["accf", "s"], &["yf"]),
+            node("Add", &["yf", "b"], &["y"]),
+        ],
+        initializer: vec![
+            tensor("w", 3, &[k as i64, n as i64], weights),
+            tensor("wzp", 3, &[], vec![0]),
+            tensor("ws", 1, &[], 0.0123f32.to_le_bytes().to_vec()),
+            tensor("b", 1, &[n as i64], bias),
+        ],
         input: vec![value("x", &[1, m as i64, k as i64])],
         output: vec![value("y", &[1, m as i64, n as i64])],
         ..Default::default()
     };
-    let proto = ModelProto { ir_version: 8, opset_import: vec![OperatorSetIdProto { domain: String::new(), version: 13 }], graph: Some(graph), ..Default::default() };
+    let proto = ModelProto {
+        ir_version: 8,
+        opset_import: vec![OperatorSetIdProto { domain: String::new(), version: 13 }],
+        graph: Some(graph),
+        ..Default::default()
+    };
     tract_onnx::onnx().model_for_proto_model(&proto).unwrap().into_optimized().unwrap()
 }
 

@@ -76,7 +76,14 @@ mod tests {
 
     fn noise(seed: u32, n: usize) -> Vec<u8> {
         let mut x = seed | 1;
-        (0..n).map(|_| { x ^= x << 13; x ^= x >> 17; x ^= x << 5; 40 + (x >> 26) as u8 }).collect()
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                40 + (x >> 26) as u8
+            })
+            .collect()
     }
 
     #[test]

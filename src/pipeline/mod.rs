@@ -106,18 +106,39 @@ pub fn start(parts: Parts, stop: Arc<AtomicBool>) -> Running {
     let (tx, rx) = sync_channel::<Outgoing>(256);
     let beat = Beat { heartbeats: heartbeats.clone(), started };
     let describe = parts.source.describe();
-    let stage = CaptureStage { region: parts.region, converter: Converter::new(parts.deinterlace), gate: Gate::new(parts.config.no_signal_luma, parts.config.frozen_mad),
-        pool: pool.clone(), mailbox: mailbox.clone(), counters: counters.clone(), state: state.clone() };
-    let capture = CaptureLoop { source: parts.source, stage, min_interval: min_interval(parts.config.max_fps),
-        counters: counters.clone(), state: state.clone(), stop: stop.clone(), beat: beat.with(0) };
-    let infer = InferLoop { model: parts.model.clone(), pool, mailbox, tx, counters: counters.clone(), stop: stop.clone(), beat: beat.with(1) };
-    let publish = PublishLoop { publisher: parts.publisher, rx, counters: counters.clone(), state: state.clone(), identity: parts.identity,
-        describe, stats_interval: Duration::from_secs(parts.stats_interval_s), system_facts: parts.system_facts, beat: beat.with(2) };
-    let threads = vec![
-        spawn("capture", move || capture.run()),
-        spawn("inference", move || infer.run()),
-        spawn("publish", move || publish.run()),
-    ];
+    let stage = CaptureStage {
+        region: parts.region,
+        converter: Converter::new(parts.deinterlace),
+        gate: Gate::new(parts.config.no_signal_luma, parts.config.frozen_mad),
+        pool: pool.clone(),
+        mailbox: mailbox.clone(),
+        counters: counters.clone(),
+        state: state.clone(),
+    };
+    let capture = CaptureLoop {
+        source: parts.source,
+        stage,
+        min_interval: min_interval(parts.config.max_fps),
+        counters: counters.clone(),
+        state: state.clone(),
+        stop: stop.clone(),
+        beat: beat.with(0),
+    };
+    let infer =
+        InferLoop { model: parts.model.clone(), pool, mailbox, tx, counters: counters.clone(), stop: stop.clone(), beat: beat.with(1) };
+    let publish = PublishLoop {
+        publisher: parts.publisher,
+        rx,
+        counters: counters.clone(),
+        state: state.clone(),
+        identity: parts.identity,
+        describe,
+        stats_interval: Duration::from_secs(parts.stats_interval_s),
+        system_facts: parts.system_facts,
+        beat: beat.with(2),
+    };
+    let threads =
+        vec![spawn("capture", move || capture.run()), spawn("inference", move || infer.run()), spawn("publish", move || publish.run())];
     Running { threads, counters, state, heartbeats, started }
 }
 
@@ -132,7 +153,11 @@ fn pool_bytes(roi: Option<Roi>) -> usize {
 }
 
 fn min_interval(max_fps: f64) -> Duration {
-    if max_fps > 0.0 { Duration::from_secs_f64(1.0 / max_fps) } else { Duration::ZERO }
+    if max_fps > 0.0 {
+        Duration::from_secs_f64(1.0 / max_fps)
+    } else {
+        Duration::ZERO
+    }
 }
 
 /// A thread's liveness stamp: milliseconds since start, written every turn of its loop.
@@ -289,7 +314,9 @@ impl CaptureStage {
         self.pool.put(rgb);
         let (counter, gate) = match e {
             ConvertError::RoiOutside { .. } => (&self.counters.roi_mismatch, "roi_mismatch"),
-            ConvertError::Truncated { .. } | ConvertError::StrideTooSmall { .. } | ConvertError::Corrupt(_) => (&self.counters.dropped_corrupt_frame, "corrupt_frames"),
+            ConvertError::Truncated { .. } | ConvertError::StrideTooSmall { .. } | ConvertError::Corrupt(_) => {
+                (&self.counters.dropped_corrupt_frame, "corrupt_frames")
+            }
         };
         Counters::add(counter);
         self.state.set("streaming", gate, Some(e.to_string()));
@@ -340,7 +367,13 @@ impl InferLoop {
 }
 
 /// Preprocess + inference of one ROI frame into a prediction.
-pub fn infer_one(model: &Model, pre: &mut Preprocessor, session: &mut crate::infer::Session, f: &RoiFrame, counters: &Counters) -> anyhow::Result<Prediction> {
+pub fn infer_one(
+    model: &Model,
+    pre: &mut Preprocessor,
+    session: &mut crate::infer::Session,
+    f: &RoiFrame,
+    counters: &Counters,
+) -> anyhow::Result<Prediction> {
     let t0 = Instant::now();
     let view = ImageView { width: f.width, height: f.height, layout: Layout::Rgb8, data: &f.rgb };
     pre.run(view, session.input_mut())?;

@@ -146,7 +146,11 @@ fn lookup_table(spec: &PreprocessSpec) -> [[f32; 256]; 3] {
     std::array::from_fn(|c| {
         std::array::from_fn(|u| {
             let x = (u as f64 * rescale) as f32;
-            if spec.normalize.is_some() { (x - mean[c]) / std[c] } else { x }
+            if spec.normalize.is_some() {
+                (x - mean[c]) / std[c]
+            } else {
+                x
+            }
         })
     })
 }
@@ -156,7 +160,13 @@ mod tests {
     use super::*;
 
     fn spec(w: u32, h: u32) -> PreprocessSpec {
-        PreprocessSpec { width: w, height: h, resample: Resample::Bilinear, rescale: Some(1.0 / 255.0), normalize: Some(([0.5; 3], [0.5; 3])) }
+        PreprocessSpec {
+            width: w,
+            height: h,
+            resample: Resample::Bilinear,
+            rescale: Some(1.0 / 255.0),
+            normalize: Some(([0.5; 3], [0.5; 3])),
+        }
     }
 
     #[test]

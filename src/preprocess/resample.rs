@@ -31,7 +31,13 @@ impl Filter {
     fn weight(self, x: f64) -> f64 {
         let x = x.abs();
         match self {
-            Filter::Bilinear => if x < 1.0 { 1.0 - x } else { 0.0 },
+            Filter::Bilinear => {
+                if x < 1.0 {
+                    1.0 - x
+                } else {
+                    0.0
+                }
+            }
             Filter::Bicubic => {
                 const A: f64 = -0.5;
                 if x < 1.0 {
@@ -105,7 +111,11 @@ impl Coeffs {
 
 fn to_fixed(w: f64) -> i32 {
     let scaled = w * (1u32 << PRECISION_BITS) as f64;
-    if w < 0.0 { (scaled - 0.5) as i32 } else { (scaled + 0.5) as i32 }
+    if w < 0.0 {
+        (scaled - 0.5) as i32
+    } else {
+        (scaled + 0.5) as i32
+    }
 }
 
 /// Resizes packed 8-bit images with 1 or 3 channels per pixel; owns its coefficient tables and
@@ -136,8 +146,19 @@ impl Resampler {
     /// As [`Resampler::new`] with the given build of the inner loops (tests compare them).
     pub(crate) fn with_isa(filter: Filter, channels: usize, out_w: usize, out_h: usize, isa: Isa) -> Resampler {
         assert!(channels == 1 || channels == 3, "{channels} channels: only grey and RGB are resampled");
-        Resampler { filter, channels, out_w, out_h, isa, in_size: (0, 0), horiz: Coeffs::default(), vert: Coeffs::default(),
-            blocks: BlockBuffers::default(), temp: Vec::new(), row: vec![0; out_w * channels] }
+        Resampler {
+            filter,
+            channels,
+            out_w,
+            out_h,
+            isa,
+            in_size: (0, 0),
+            horiz: Coeffs::default(),
+            vert: Coeffs::default(),
+            blocks: BlockBuffers::default(),
+            temp: Vec::new(),
+            row: vec![0; out_w * channels],
+        }
     }
 
     /// Resizes `src` (`in_w` x `in_h`, tightly packed) into `dst` (`out_w * out_h * channels` bytes).
@@ -232,10 +253,14 @@ mod tests {
             (acc >> PRECISION_BITS).clamp(0, 255) as u8
         };
         let (h, v) = (Coeffs::new(in_w, out_w, filter), Coeffs::new(in_h, out_h, filter));
-        let mid: Vec<u8> = if in_w == out_w { src.to_vec() } else {
+        let mid: Vec<u8> = if in_w == out_w {
+            src.to_vec()
+        } else {
             (0..in_h * out_w * ch).map(|i| sum(h.taps(i / ch % out_w), &|x| src[(i / ch / out_w * in_w + x) * ch + i % ch])).collect()
         };
-        if in_h == out_h { return mid; }
+        if in_h == out_h {
+            return mid;
+        }
         (0..out_h * out_w * ch).map(|i| sum(v.taps(i / ch / out_w), &|y| mid[(y * out_w + i / ch % out_w) * ch + i % ch])).collect()
     }
 
@@ -250,8 +275,15 @@ mod tests {
             let filter = if case % 2 == 0 { Filter::Bilinear } else { Filter::Bicubic };
             let ch = if case % 3 == 0 { 1 } else { 3 };
             let out = (1 + next(20), 1 + next(20));
-            let inp = if case % 5 == 0 { (out.0, 1 + next(100)) } else if case % 7 == 0 { (1 + next(100), out.1) } else { (1 + next(150), 1 + next(150)) };
-            let src: Vec<u8> = (0..inp.0 * inp.1 * ch).map(|_| if next(4) == 0 { 255 * (next(2) as u8) } else { next(256) as u8 }).collect();
+            let inp = if case % 5 == 0 {
+                (out.0, 1 + next(100))
+            } else if case % 7 == 0 {
+                (1 + next(100), out.1)
+            } else {
+                (1 + next(150), 1 + next(150))
+            };
+            let src: Vec<u8> =
+                (0..inp.0 * inp.1 * ch).map(|_| if next(4) == 0 { 255 * (next(2) as u8) } else { next(256) as u8 }).collect();
             let want = plain(&src, inp, ch, out, filter);
             for isa in Isa::available() {
                 let mut r = Resampler::with_isa(filter, ch, out.0, out.1, isa);

@@ -124,7 +124,12 @@ pub fn clock_synced() -> bool {
     let rc = unsafe { libc::adjtimex(&mut tx) };
     if rc < 0 {
         static ONCE: std::sync::Once = std::sync::Once::new();
-        ONCE.call_once(|| log::warn!("cannot read the clock state (adjtimex: {}); clock_synced stays false. Under systemd, ProtectClock=yes causes this", std::io::Error::last_os_error()));
+        ONCE.call_once(|| {
+            log::warn!(
+                "cannot read the clock state (adjtimex: {}); clock_synced stays false. Under systemd, ProtectClock=yes causes this",
+                std::io::Error::last_os_error()
+            )
+        });
     }
     rc != libc::TIME_ERROR && rc >= 0 && tx.status & libc::STA_UNSYNC == 0
 }
@@ -143,9 +148,15 @@ mod tests {
     fn age_and_hand_off_latency_are_taken_when_serialized() {
         let t0 = Instant::now();
         let p = Prediction {
-            frame: 1, source_sequence: 5, captured_wall: SystemTime::now(), captured_monotonic: Duration::from_millis(42),
-            captured_at: t0, inferred_at: t0 + Duration::from_millis(30), label: "benign".into(),
-            probs: vec![("benign".into(), 0.7), ("malignant".into(), 0.3)], latency: LatencyMs::default(),
+            frame: 1,
+            source_sequence: 5,
+            captured_wall: SystemTime::now(),
+            captured_monotonic: Duration::from_millis(42),
+            captured_at: t0,
+            inferred_at: t0 + Duration::from_millis(30),
+            label: "benign".into(),
+            probs: vec![("benign".into(), 0.7), ("malignant".into(), 0.3)],
+            latency: LatencyMs::default(),
         };
         let id = Identity { device_id: "d".into(), model_sha256: "s".into(), preprocess_digest: "p".into() };
         let v = p.to_json(&id, t0 + Duration::from_millis(100));

@@ -101,7 +101,8 @@ impl MqttPublisher {
         });
         let events = {
             let (client, shared, ctx) = (client.clone(), shared.clone(), ctx.clone());
-            std::thread::Builder::new().name("mqtt-events".into())
+            std::thread::Builder::new()
+                .name("mqtt-events".into())
                 .spawn(move || event_loop(connection, &client, &shared, &ctx))
                 .expect("spawn mqtt thread")
         };

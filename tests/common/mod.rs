@@ -58,7 +58,13 @@ impl Broker {
     }
 
     pub fn restart(&mut self) {
-        let child = Command::new(mosquitto_bin()).arg("-c").arg(&self.conf).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("start mosquitto");
+        let child = Command::new(mosquitto_bin())
+            .arg("-c")
+            .arg(&self.conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start mosquitto");
         self.child = Some(child);
         wait_for(Duration::from_secs(10), || TcpStream::connect(("127.0.0.1", self.port)).is_ok());
     }
@@ -141,7 +147,9 @@ impl Subscriber {
         std::thread::spawn(move || {
             for event in connection.iter() {
                 match event {
-                    Ok(Event::Incoming(Packet::ConnAck(_))) => { let _ = sub.subscribe(&filter, QoS::AtLeastOnce); }
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        let _ = sub.subscribe(&filter, QoS::AtLeastOnce);
+                    }
                     Ok(Event::Incoming(Packet::Publish(p))) => {
                         let payload = serde_json::from_slice(&p.payload).unwrap_or(Value::Null);
                         sink.lock().unwrap().push(Msg { topic: p.topic.clone(), payload, retained: p.retain, at: Instant::now() });
@@ -188,8 +196,14 @@ impl Daemon {
         let cfg = dir.join("sonoedge.toml");
         std::fs::write(&cfg, config).unwrap();
         let log = dir.join("daemon.log");
-        let child = sonoedge().args(["run", "--config"]).arg(&cfg)
-            .env("RUST_LOG", "info").stdout(Stdio::null()).stderr(std::fs::File::create(&log).unwrap()).spawn().unwrap();
+        let child = sonoedge()
+            .args(["run", "--config"])
+            .arg(&cfg)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
         Daemon { child, log }
     }
 

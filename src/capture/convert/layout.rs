@@ -27,7 +27,14 @@ impl Layout {
         }
         let (layout, need) = Layout::planes(m.format, w, h, stride);
         if frame.data.len() < need {
-            return Err(ConvertError::Truncated { got: frame.data.len(), need, width: m.width, height: m.height, format: m.format, stride });
+            return Err(ConvertError::Truncated {
+                got: frame.data.len(),
+                need,
+                width: m.width,
+                height: m.height,
+                format: m.format,
+                stride,
+            });
         }
         Ok(layout)
     }

@@ -36,9 +36,7 @@ impl MjpgDecoder {
         let jpeg = if has_huffman_tables(jpeg) { jpeg } else { with_default_tables(jpeg, &mut self.patched) };
         let (w, h) = (width as usize, height as usize);
         // SIMD paths on (runtime-detected); strict, so damaged data is an error, not grey blocks.
-        let options = DecoderOptions::new_fast()
-            .set_strict_mode(true)
-            .jpeg_set_out_colorspace(ColorSpace::RGB);
+        let options = DecoderOptions::new_fast().set_strict_mode(true).jpeg_set_out_colorspace(ColorSpace::RGB);
         let rgb = &mut self.rgb;
         let decoded = catch_unwind(AssertUnwindSafe(|| decode_into(jpeg, options, w, h, rgb)));
         decoded.unwrap_or_else(|_| Err(corrupt("the JPEG decoder gave up on it (panicked)")))?;

@@ -273,7 +273,15 @@ mod tests {
         let (luma, chroma, chroma2) = (noise(400, 1), noise(200, 2), noise(100, 3));
         let lines = Lines { luma: &luma, chroma: &chroma, chroma2: &chroma2 };
         let c = YuvCoeffs::new(ColorSpace::Bt709, Range::Limited);
-        let formats = [PixelFormat::Rgb24, PixelFormat::Bgr24, PixelFormat::Grey, PixelFormat::Yuyv, PixelFormat::Uyvy, PixelFormat::Nv12, PixelFormat::Yu12];
+        let formats = [
+            PixelFormat::Rgb24,
+            PixelFormat::Bgr24,
+            PixelFormat::Grey,
+            PixelFormat::Yuyv,
+            PixelFormat::Uyvy,
+            PixelFormat::Nv12,
+            PixelFormat::Yu12,
+        ];
         for (format, x0) in formats.iter().flat_map(|&f| [(f, 0), (f, 3)]) {
             let (mut a, mut b) = ([0u8; 3 * 97], [0u8; 3 * 97]);
             kernel(format)(&lines, x0, &mut a, &c);

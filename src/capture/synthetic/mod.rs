@@ -94,7 +94,6 @@ pub fn roi_for(width: u32, height: u32) -> (u32, u32, u32, u32) {
     (r.x as u32, r.y as u32, r.w as u32, r.h as u32)
 }
 
-
 mod chrome;
 mod geometry;
 mod plan;
@@ -265,7 +264,10 @@ mod tests {
 
     #[test]
     fn labels_are_the_models_and_truth_serialises_lowercase() {
-        assert_eq!([Truth::Benign.label(), Truth::Malignant.label(), Truth::Normal.label()], [Some("benign"), Some("malignant"), Some("normal")]);
+        assert_eq!(
+            [Truth::Benign.label(), Truth::Malignant.label(), Truth::Normal.label()],
+            [Some("benign"), Some("malignant"), Some("normal")]
+        );
         assert_eq!((Truth::Frozen.label(), Truth::NoSignal.label()), (None, None));
         assert_eq!(serde_json::to_string(&Truth::NoSignal).unwrap(), "\"nosignal\"");
     }
@@ -296,7 +298,13 @@ mod tests {
                 *counts.entry(kind).or_insert(0.0) += 1.0 / 3996.0;
             }
         }
-        for (kind, lo, hi) in [(Truth::Normal, 0.24, 0.34), (Truth::Benign, 0.24, 0.34), (Truth::Malignant, 0.24, 0.34), (Truth::Frozen, 0.05, 0.11), (Truth::NoSignal, 0.05, 0.11)] {
+        for (kind, lo, hi) in [
+            (Truth::Normal, 0.24, 0.34),
+            (Truth::Benign, 0.24, 0.34),
+            (Truth::Malignant, 0.24, 0.34),
+            (Truth::Frozen, 0.05, 0.11),
+            (Truth::NoSignal, 0.05, 0.11),
+        ] {
             assert!((lo..hi).contains(&counts[&kind]), "{kind:?}: {}", counts[&kind]);
         }
     }
@@ -356,7 +364,10 @@ mod tests {
         let width = p.fan.width;
         let red = (0..40).map(|t| frame(&mut p, k * 40 + t)).map(|out| {
             let px = |x: usize, y: usize| &out[(y * width + x) * 3..][..3];
-            (rect.y..rect.y + rect.h).flat_map(|y| (rect.x..rect.x + rect.w).map(move |x| (x, y))).filter(|&(x, y)| px(x, y)[0] as i32 > px(x, y)[1] as i32 + 60).count()
+            (rect.y..rect.y + rect.h)
+                .flat_map(|y| (rect.x..rect.x + rect.w).map(move |x| (x, y)))
+                .filter(|&(x, y)| px(x, y)[0] as i32 > px(x, y)[1] as i32 + 60)
+                .count()
         });
         assert!(red.max().unwrap() > 20);
     }
@@ -412,7 +423,8 @@ mod tests {
     fn write_phantom_writes_frames_and_truth_lines() {
         let dir = std::env::temp_dir().join(format!("sonoedge-phantom-{}", std::process::id()));
         write_phantom(&dir, 7, 2, 40, true).unwrap();
-        let lines: Vec<serde_json::Value> = std::fs::read_to_string(dir.join("truth.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let lines: Vec<serde_json::Value> =
+            std::fs::read_to_string(dir.join("truth.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
         assert_eq!((lines.len(), &lines[1]["file"], &lines[1]["seed"]), (2, &serde_json::json!("frame_000001.png"), &serde_json::json!(7)));
         let img = image::open(dir.join("frame_000000.png")).unwrap();
         assert_eq!((img.width(), img.height()), (DEFAULT_ROI.2, DEFAULT_ROI.3));
@@ -454,6 +466,7 @@ mod tests {
             save_png(&dir.join(format!("{kind:?}.png").to_lowercase()), &frame(&mut p, i), 1280, None).unwrap();
         }
         let k = (0..500).find(|&k| Plan::draw(7, k, &p.fan).doppler.is_some_and(|_| segment_kind(7, k) != Truth::Normal)).unwrap();
-        save_png(&dir.join(format!("doppler-{:?}.png", segment_kind(7, k)).to_lowercase()), &frame(&mut p, k * 40 + 5), 1280, None).unwrap();
+        save_png(&dir.join(format!("doppler-{:?}.png", segment_kind(7, k)).to_lowercase()), &frame(&mut p, k * 40 + 5), 1280, None)
+            .unwrap();
     }
 }

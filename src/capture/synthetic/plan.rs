@@ -72,7 +72,16 @@ impl LesionShape {
             *spike = Spike { angle, length: r * rng.range(0.4, 0.8), half_width: rng.range(0.05, 0.1) };
         }
         let longest = spikes.iter().map(|s| s.length).fold(0.0, f32::max);
-        LesionShape { malignant: true, centre: (0.0, 0.0), rx, ry: r, spikes, spike_count: count, reach: (rx + longest, r + longest), drift: (0.0, 0.0) }
+        LesionShape {
+            malignant: true,
+            centre: (0.0, 0.0),
+            rx,
+            ry: r,
+            spikes,
+            spike_count: count,
+            reach: (rx + longest, r + longest),
+            drift: (0.0, 0.0),
+        }
     }
 
     /// A centre 150-450 px below the apex with the whole lesion inside the fan all segment long.

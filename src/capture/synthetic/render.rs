@@ -22,8 +22,24 @@ impl Phantom {
         let mut chrome = vec![0; fan.width * fan.height * 3];
         draw_chrome(&fan, cfg.seed, &mut chrome);
         let n = area.w * area.h;
-        let segment = Segment { number: None, plan: None, tissue: vec![0.0; n], speckle: [vec![0.0; n], vec![0.0; n]], lesion: Patch::default(), flow: Patch::default() };
-        Phantom { seed: cfg.seed, segment_frames: cfg.segment_frames.max(1) as u64, fan, area, chrome, rayleigh: rayleigh_table(), segment, line: vec![0.0; area.w] }
+        let segment = Segment {
+            number: None,
+            plan: None,
+            tissue: vec![0.0; n],
+            speckle: [vec![0.0; n], vec![0.0; n]],
+            lesion: Patch::default(),
+            flow: Patch::default(),
+        };
+        Phantom {
+            seed: cfg.seed,
+            segment_frames: cfg.segment_frames.max(1) as u64,
+            fan,
+            area,
+            chrome,
+            rayleigh: rayleigh_table(),
+            segment,
+            line: vec![0.0; area.w],
+        }
     }
 
     /// Bytes of one frame (`width * height * 3`).
@@ -172,5 +188,9 @@ pub(super) fn write_grey(tissue: &[f32], line: &[f32], out: &mut [u8]) {
 pub(super) fn flow_colour(v: f32, beat: f32) -> [u8; 3] {
     let m = v.abs() * (0.6 + 0.4 * beat);
     let (strong, weak) = ((110.0 + 145.0 * m) as u8, (12.0 + 30.0 * m) as u8);
-    if v > 0.0 { [strong, weak, 12] } else { [12, weak + 20, strong] }
+    if v > 0.0 {
+        [strong, weak, 12]
+    } else {
+        [12, weak + 20, strong]
+    }
 }

@@ -22,7 +22,8 @@ impl Layers {
 
     /// Depth (reference pixels) of a boundary per column: a mean plus two slow waves.
     pub(super) fn boundary(rng: &mut SplitMix, area: Rect, scale: f32, mean: f32, amplitude: f32) -> Vec<f32> {
-        let waves: [(f32, f32, f32); 2] = std::array::from_fn(|_| (rng.range(0.3, 1.0) * amplitude, 2.0 * PI / rng.range(150.0, 400.0), rng.range(0.0, 2.0 * PI)));
+        let waves: [(f32, f32, f32); 2] =
+            std::array::from_fn(|_| (rng.range(0.3, 1.0) * amplitude, 2.0 * PI / rng.range(150.0, 400.0), rng.range(0.0, 2.0 * PI)));
         let at = |col: usize| {
             let x = col as f32 / scale;
             mean + waves.iter().map(|&(a, f, p)| a * (x * f + p).sin()).sum::<f32>()

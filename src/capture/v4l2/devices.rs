@@ -40,9 +40,13 @@ impl DeviceSpec {
     /// The device node this names right now (by-id links are followed again at every reopen).
     pub fn resolve(&self) -> Result<PathBuf, String> {
         match self {
-            DeviceSpec::Path(p) => std::fs::canonicalize(p).map_err(|e| format!("{}: {e} (is the grabber plugged in? `sonoedge devices` lists what is there)", p.display())),
-            DeviceSpec::Card(name) => find(|c| c.card == *name).ok_or_else(|| format!("no capture device with card name `{name}` (`sonoedge devices` lists them)")),
-            DeviceSpec::Bus(bus) => find(|c| c.bus == *bus).ok_or_else(|| format!("no capture device on bus `{bus}` (`sonoedge devices` lists them)")),
+            DeviceSpec::Path(p) => std::fs::canonicalize(p)
+                .map_err(|e| format!("{}: {e} (is the grabber plugged in? `sonoedge devices` lists what is there)", p.display())),
+            DeviceSpec::Card(name) => find(|c| c.card == *name)
+                .ok_or_else(|| format!("no capture device with card name `{name}` (`sonoedge devices` lists them)")),
+            DeviceSpec::Bus(bus) => {
+                find(|c| c.bus == *bus).ok_or_else(|| format!("no capture device on bus `{bus}` (`sonoedge devices` lists them)"))
+            }
         }
     }
 }
@@ -53,7 +57,10 @@ fn find(matches: impl Fn(&v4l::Capabilities) -> bool) -> Option<PathBuf> {
 
 /// /dev/video* in numeric order.
 pub fn video_nodes() -> Vec<PathBuf> {
-    let mut nodes: Vec<(u32, PathBuf)> = std::fs::read_dir("/dev").into_iter().flatten().flatten()
+    let mut nodes: Vec<(u32, PathBuf)> = std::fs::read_dir("/dev")
+        .into_iter()
+        .flatten()
+        .flatten()
         .filter_map(|e| {
             let name = e.file_name().into_string().ok()?;
             let n = name.strip_prefix("video")?.parse().ok()?;
@@ -114,7 +121,10 @@ pub fn list() -> Vec<DeviceInfo> {
 fn describe(node: &Path) -> Option<DeviceInfo> {
     let caps = capture_caps(node)?;
     let dev = Device::with_path(node).ok()?;
-    let formats = dev.enum_formats().unwrap_or_default().into_iter()
+    let formats = dev
+        .enum_formats()
+        .unwrap_or_default()
+        .into_iter()
         .map(|d| FormatInfo {
             fourcc: fourcc_str(&d.fourcc.repr),
             description: d.description.clone(),
@@ -126,18 +136,30 @@ fn describe(node: &Path) -> Option<DeviceInfo> {
 }
 
 fn sizes(dev: &Device, fourcc: FourCC) -> Vec<SizeInfo> {
-    dev.enum_framesizes(fourcc).unwrap_or_default().into_iter()
+    dev.enum_framesizes(fourcc)
+        .unwrap_or_default()
+        .into_iter()
         .map(|s| match s.size {
-            FrameSizeEnum::Discrete(d) => SizeInfo::Discrete { width: d.width, height: d.height, intervals: intervals(dev, fourcc, d.width, d.height) },
-            FrameSizeEnum::Stepwise(s) => SizeInfo::Stepwise { min_width: s.min_width, max_width: s.max_width, step_width: s.step_width,
-                min_height: s.min_height, max_height: s.max_height, step_height: s.step_height },
+            FrameSizeEnum::Discrete(d) => {
+                SizeInfo::Discrete { width: d.width, height: d.height, intervals: intervals(dev, fourcc, d.width, d.height) }
+            }
+            FrameSizeEnum::Stepwise(s) => SizeInfo::Stepwise {
+                min_width: s.min_width,
+                max_width: s.max_width,
+                step_width: s.step_width,
+                min_height: s.min_height,
+                max_height: s.max_height,
+                step_height: s.step_height,
+            },
         })
         .collect()
 }
 
 fn intervals(dev: &Device, fourcc: FourCC, width: u32, height: u32) -> Vec<IntervalInfo> {
     let frac = |f: v4l::Fraction| format!("{}/{}", f.numerator, f.denominator);
-    dev.enum_frameintervals(fourcc, width, height).unwrap_or_default().into_iter()
+    dev.enum_frameintervals(fourcc, width, height)
+        .unwrap_or_default()
+        .into_iter()
         .map(|i| match i.interval {
             FrameIntervalEnum::Discrete(f) => IntervalInfo::Discrete { interval: frac(f), fps: fps(f) },
             FrameIntervalEnum::Stepwise(s) => IntervalInfo::Stepwise { min: frac(s.min), max: frac(s.max), step: frac(s.step) },
@@ -146,11 +168,16 @@ fn intervals(dev: &Device, fourcc: FourCC, width: u32, height: u32) -> Vec<Inter
 }
 
 fn fps(f: v4l::Fraction) -> f64 {
-    if f.numerator == 0 { 0.0 } else { (f.denominator as f64 / f.numerator as f64 * 1000.0).round() / 1000.0 }
+    if f.numerator == 0 {
+        0.0
+    } else {
+        (f.denominator as f64 / f.numerator as f64 * 1000.0).round() / 1000.0
+    }
 }
 
 fn aliases(node: &Path) -> Vec<PathBuf> {
-    ["/dev/v4l/by-id", "/dev/v4l/by-path"].iter()
+    ["/dev/v4l/by-id", "/dev/v4l/by-path"]
+        .iter()
         .flat_map(|dir| std::fs::read_dir(dir).into_iter().flatten().flatten())
         .map(|e| e.path())
         .filter(|p| std::fs::canonicalize(p).is_ok_and(|t| t == node))
@@ -182,14 +209,18 @@ pub fn table(devices: &[DeviceInfo]) -> String {
 fn size_line(s: &SizeInfo) -> String {
     match s {
         SizeInfo::Discrete { width, height, intervals } => {
-            let rates: Vec<String> = intervals.iter().map(|i| match i {
-                IntervalInfo::Discrete { interval, fps } => format!("{fps} fps ({interval})"),
-                IntervalInfo::Stepwise { min, max, step } => format!("interval {min}..{max} step {step}"),
-            }).collect();
+            let rates: Vec<String> = intervals
+                .iter()
+                .map(|i| match i {
+                    IntervalInfo::Discrete { interval, fps } => format!("{fps} fps ({interval})"),
+                    IntervalInfo::Stepwise { min, max, step } => format!("interval {min}..{max} step {step}"),
+                })
+                .collect();
             format!("{width}x{height}: {}", rates.join(", "))
         }
-        SizeInfo::Stepwise { min_width, max_width, step_width, min_height, max_height, step_height } =>
-            format!("{min_width}..{max_width} step {step_width} x {min_height}..{max_height} step {step_height}"),
+        SizeInfo::Stepwise { min_width, max_width, step_width, min_height, max_height, step_height } => {
+            format!("{min_width}..{max_width} step {step_width} x {min_height}..{max_height} step {step_height}")
+        }
     }
 }
 

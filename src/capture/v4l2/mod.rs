@@ -58,7 +58,14 @@ pub struct V4l2Source {
 
 impl V4l2Source {
     pub fn new(settings: V4l2Settings) -> V4l2Source {
-        V4l2Source { settings, open: None, failed: None, waiting: "not opened yet".into(), next_attempt: Instant::now(), delay: BACKOFF_FIRST }
+        V4l2Source {
+            settings,
+            open: None,
+            failed: None,
+            waiting: "not opened yet".into(),
+            next_attempt: Instant::now(),
+            delay: BACKOFF_FIRST,
+        }
     }
 
     /// Opens and negotiates if due; `Err(Unavailable)` while the device cannot be used.

@@ -5,8 +5,8 @@
 use std::io;
 use std::os::raw::c_void;
 
-use v4l::v4l_sys::{v4l2_format, v4l2_pix_format};
 use v4l::framesize::FrameSizeEnum;
+use v4l::v4l_sys::{v4l2_format, v4l2_pix_format};
 use v4l::video::Capture;
 use v4l::{v4l2, Device, FourCC, Fraction};
 
@@ -57,8 +57,17 @@ impl Negotiated {
     /// One line for logs and status, e.g. `YUYV 1280x720 stride 2560 bt601/limited 1001/30000 s`.
     pub fn describe(&self) -> String {
         let interval = self.interval.map(|(n, d)| format!(" {n}/{d} s")).unwrap_or_default();
-        format!("{} {}x{} stride {} {:?}/{:?} {:?}{interval}", fourcc_str(&self.fourcc), self.width, self.height,
-            self.stride, self.color_space, self.range, self.field).to_lowercase()
+        format!(
+            "{} {}x{} stride {} {:?}/{:?} {:?}{interval}",
+            fourcc_str(&self.fourcc),
+            self.width,
+            self.height,
+            self.stride,
+            self.color_space,
+            self.range,
+            self.field
+        )
+        .to_lowercase()
     }
 }
 
@@ -97,16 +106,28 @@ pub fn negotiate(dev: &Device, want: &Want) -> Result<Negotiated, String> {
     let pix = set_format(dev, fourcc, width, height).map_err(|e| format!("VIDIOC_S_FMT {} {width}x{height}: {e}", fourcc_str(&fourcc)))?;
     let got = pix.pixelformat.to_le_bytes();
     let Some(format) = pixel_format(&got) else {
-        return Err(format!("asked for {} but the driver set {}, which sonoedge cannot convert (supported: {})",
-            fourcc_str(&fourcc), fourcc_str(&got), supported_list()));
+        return Err(format!(
+            "asked for {} but the driver set {}, which sonoedge cannot convert (supported: {})",
+            fourcc_str(&fourcc),
+            fourcc_str(&got),
+            supported_list()
+        ));
     };
     if got != fourcc || (pix.width, pix.height) != (width, height) {
-        log::warn!("asked for {} {width}x{height}, the driver set {} {}x{}: using what it set",
-            fourcc_str(&fourcc), fourcc_str(&got), pix.width, pix.height);
+        log::warn!(
+            "asked for {} {width}x{height}, the driver set {} {}x{}: using what it set",
+            fourcc_str(&fourcc),
+            fourcc_str(&got),
+            pix.width,
+            pix.height
+        );
     }
     if matches!(pix.field, FIELD_SEQ_TB | FIELD_SEQ_BT) {
-        return Err(format!("the driver delivers the two fields one after the other in each buffer (field order {}), which sonoedge does not take; \
-            ask the grabber for progressive or interleaved video", pix.field));
+        return Err(format!(
+            "the driver delivers the two fields one after the other in each buffer (field order {}), which sonoedge does not take; \
+            ask the grabber for progressive or interleaved video",
+            pix.field
+        ));
     }
     let interval = want.fps.map_or_else(|| current_interval(dev), |fps| set_fps(dev, fps));
     Ok(from_pix(&pix, got, format, interval))
@@ -180,15 +201,18 @@ fn choose_fourcc(dev: &Device, want: Option<[u8; 4]>) -> Result<[u8; 4], String>
     let offered: Vec<[u8; 4]> = dev.enum_formats().map_err(|e| format!("VIDIOC_ENUM_FMT: {e}"))?.iter().map(|d| d.fourcc.repr).collect();
     SUPPORTED.iter().map(|(f, _)| **f).find(|f| offered.contains(f)).ok_or_else(|| {
         let offered: Vec<String> = offered.iter().map(fourcc_str).collect();
-        format!("the device offers none of the formats sonoedge converts: it offers [{}], sonoedge takes {}", offered.join(", "), supported_list())
+        format!(
+            "the device offers none of the formats sonoedge converts: it offers [{}], sonoedge takes {}",
+            offered.join(", "),
+            supported_list()
+        )
     })
 }
 
 /// The largest offered size up to 1920x1080 (or the current size when the device lists none).
 fn choose_size(dev: &Device, fourcc: [u8; 4]) -> Result<(u32, u32), String> {
     let sizes = dev.enum_framesizes(FourCC::new(&fourcc)).unwrap_or_default();
-    let best = sizes.into_iter().filter_map(|s| largest_within(&s.size))
-        .max_by_key(|&(w, h)| w as u64 * h as u64);
+    let best = sizes.into_iter().filter_map(|s| largest_within(&s.size)).max_by_key(|&(w, h)| w as u64 * h as u64);
     match best {
         Some(s) => Ok(s),
         None => get_format(dev).map(|p| (p.width, p.height)).map_err(|e| format!("VIDIOC_G_FMT: {e}")),
