@@ -4,6 +4,7 @@
 //! that is absent is not a config error: the daemon starts, retries and reports it in `status`.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -136,6 +137,17 @@ pub struct PipelineConfig {
     pub frozen_mad: f64,
 }
 
+impl PipelineConfig {
+    /// The shortest time between two inferred frames (`max_fps`; zero = no limit).
+    pub fn min_interval(&self) -> Duration {
+        if self.max_fps > 0.0 {
+            Duration::try_from_secs_f64(1.0 / self.max_fps).unwrap_or(Duration::ZERO)
+        } else {
+            Duration::ZERO
+        }
+    }
+}
+
 impl Default for PipelineConfig {
     fn default() -> Self {
         PipelineConfig { max_fps: 10.0, no_signal_luma: 8.0, frozen_mad: 0.5 }
@@ -161,6 +173,28 @@ pub struct MqttConfig {
     pub ca_file: Option<PathBuf>,
     pub client_cert: Option<PathBuf>,
     pub client_key: Option<PathBuf>,
+}
+
+impl MqttConfig {
+    /// Time between `stats` messages (zero = off).
+    pub fn stats_interval(&self) -> Duration {
+        Duration::from_secs(self.stats_interval_s)
+    }
+
+    /// The broker URL with any `user:password@` replaced, for messages and logs.
+    pub fn redacted_url(&self) -> String {
+        redact_url(&self.url)
+    }
+}
+
+/// A URL with its userinfo (`user:password@`) replaced by `***@`, for messages and logs.
+pub fn redact_url(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}{}***{}", if scheme.is_empty() { "" } else { "://" }, &rest[at..]),
+        None => url.to_string(),
+    }
 }
 
 impl Default for MqttConfig {
@@ -202,9 +236,19 @@ impl Config {
     /// Reads, parses and checks the file; environment overrides are applied.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read(path.to_path_buf(), e))?;
-        let mut cfg: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse(path.to_path_buf(), e.to_string()))?;
+        Config::parse_named(&text, path)
+    }
+
+    /// Parses and checks a config held in memory; environment overrides are applied.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse_named(text, Path::new("(inline)"))
+    }
+
+    /// [`Config::parse`], naming `origin` in errors.
+    fn parse_named(text: &str, origin: &Path) -> Result<Config, ConfigError> {
+        let mut cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse(origin.to_path_buf(), e.to_string()))?;
         cfg.apply_env();
-        cfg.check(path)?;
+        cfg.check(origin)?;
         Ok(cfg)
     }
 
@@ -231,7 +275,7 @@ impl Config {
             return bad("mqtt.qos", format!("{} is not 0, 1 or 2", self.mqtt.qos));
         }
         if !(self.mqtt.url.starts_with("mqtt://") || self.mqtt.url.starts_with("mqtts://")) {
-            return bad("mqtt.url", format!("{:?} must start with mqtt:// or mqtts://", self.mqtt.url));
+            return bad("mqtt.url", format!("{:?} must start with mqtt:// or mqtts://", self.mqtt.redacted_url()));
         }
         if !valid_topic_level(&self.mqtt.topic_prefix) {
             return bad("mqtt.topic_prefix", format!("{:?} must be one topic level of a-z, A-Z, 0-9, '-' or '_'", self.mqtt.topic_prefix));
@@ -300,9 +344,7 @@ mod tests {
     use super::*;
 
     fn load(text: &str) -> Result<Config, ConfigError> {
-        let p = std::env::temp_dir().join(format!("sonoedge-config-{}-{}.toml", std::process::id(), text.len()));
-        std::fs::write(&p, text).unwrap();
-        Config::load(&p)
+        Config::parse(text)
     }
 
     const MINIMAL: &str = "[model]\npath = \"m\"\n[source]\nkind = \"synthetic\"\n";
@@ -317,6 +359,14 @@ mod tests {
     fn unknown_keys_are_rejected_by_name() {
         let e = load(&format!("{MINIMAL}[mqtt]\nbrokr = \"x\"\n")).unwrap_err().to_string();
         assert!(e.contains("brokr"), "{e}");
+    }
+
+    #[test]
+    fn urls_lose_their_userinfo_when_shown() {
+        assert_eq!(redact_url("mqtt://user:s3cret@host:1883"), "mqtt://***@host:1883");
+        assert_eq!(redact_url("mqtts://host:8883/x@y"), "mqtts://host:8883/x@y");
+        assert_eq!(redact_url("tcp://a:b@c"), "tcp://***@c");
+        assert_eq!(redact_url("u:p@h"), "***@h");
     }
 
     #[test]

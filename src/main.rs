@@ -1,7 +1,9 @@
 //! The `sonoedge` binary: parse arguments, start logging, run the command, map errors to exit codes.
 
 use clap::Parser;
-use sonoedge::cli::{self, Cli, Command, ModelArgs, EXIT_CONFIG};
+mod cli;
+
+use cli::{Cli, Command, ModelArgs, EXIT_CONFIG};
 
 fn main() {
     // The demo's embedded broker (rumqttd) logs every connection; only sonoedge's own lines matter here.

@@ -62,6 +62,7 @@ fn stage() -> CaptureStage {
         mailbox: Arc::new(Mailbox::default()),
         counters: Arc::new(Counters::default()),
         state: Arc::new(SharedState::default()),
+        geometry: None,
     }
 }
 

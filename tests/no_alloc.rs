@@ -10,6 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 use sonoedge::capture::convert::{Converter, Deinterlace};
 use sonoedge::capture::region::Region;
 use sonoedge::capture::{ColorSpace, FieldOrder, Frame, FrameMeta, PixelFormat, Range};
+use sonoedge::classify::Classifier;
 use sonoedge::infer::{LoadOptions, Model, Overrides};
 use sonoedge::pipeline::gate::Gate;
 use sonoedge::pipeline::handoff::{Mailbox, Pool};
@@ -80,6 +81,7 @@ impl Rig {
             mailbox: mailbox.clone(),
             counters: Arc::new(Counters::default()),
             state: Arc::new(SharedState::default()),
+            geometry: None,
         };
         let raw = (0..1280 * 720 * 2).map(|i| (i * 7 % 251) as u8).collect();
         Rig { stage, mailbox, pool, raw, pre: Preprocessor::new(model.preprocess()) }
@@ -137,14 +139,14 @@ fn inference_and_prediction_allocate_a_fixed_count_that_does_not_grow() {
         &LoadOptions::default(),
     )
     .unwrap();
-    let mut session = model.session().unwrap();
+    let mut classifier = Classifier::new(&model).unwrap();
     let mut rig = Rig::new(&model);
     let counters = Counters::default();
     let mut per_frame = Vec::new();
     for i in 0..15 {
         let f = rig.capture(i);
         let before = allocs();
-        let p = infer_one(&model, &mut rig.pre, &mut session, &f, &counters).unwrap();
+        let p = infer_one(&model, &mut classifier, &f, &counters).unwrap();
         per_frame.push(allocs() - before);
         drop(p);
         rig.pool.put(f.rgb);

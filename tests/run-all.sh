@@ -27,7 +27,8 @@ setup() {
     command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
     command -v openssl >/dev/null || need+=(openssl)
     command -v qemu-aarch64 >/dev/null || need+=(qemu-user)
-    [ -d /usr/lib/llvm-14/lib ] || dpkg -s libclang-dev >/dev/null 2>&1 || need+=(libclang-dev)
+    # bindgen needs libclang itself: an llvm-14 folder without it (LLVM alone) is not enough.
+    compgen -G "/usr/lib/llvm-*/lib/libclang*.so*" >/dev/null || need+=(libclang-dev)
     [ -e /usr/aarch64-linux-gnu/lib/libc.so.6 ] || need+=(libc6-arm64-cross)
     [ -e /usr/arm-linux-gnueabihf/lib/libc.so.6 ] || need+=(libc6-armhf-cross)
     command -v readelf >/dev/null || need+=(binutils)

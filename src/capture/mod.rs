@@ -89,16 +89,7 @@ pub struct Frame<'a> {
     pub data: &'a [u8],
 }
 
-/// The state of a source, published in `status`.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case", tag = "state", content = "detail")]
-pub enum SourceState {
-    Streaming,
-    /// Waiting for the device or files to appear; the detail says what is missing.
-    Waiting(String),
-    /// Finished (a replay that does not loop).
-    Ended,
-}
+pub use crate::state::SourceState;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CaptureError {

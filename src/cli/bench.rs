@@ -7,10 +7,10 @@ use clap::Args;
 use serde_json::json;
 
 use super::ModelArgs;
-use crate::capture::still::{load_still, Still};
-use crate::infer::{Model, Profile};
-use crate::preprocess::{Layout, Preprocessor};
-use crate::sysinfo::proc_status_kb;
+use sonoedge::capture::still::{load_still, Still};
+use sonoedge::infer::{Model, Profile};
+use sonoedge::preprocess::{Layout, Preprocessor};
+use sonoedge::sysinfo::proc_status_kb;
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {

@@ -4,15 +4,16 @@
 
 use std::time::{Duration, Instant};
 
-use super::run::{build_source, identity, load_model, mqtt_settings, RunArgs, StartError};
-use crate::capture::convert::Roi;
-use crate::config::Config;
-use crate::publish::mqtt::connect_options;
+use super::run::RunArgs;
+use sonoedge::capture::convert::Roi;
+use sonoedge::config::Config;
+use sonoedge::daemon::{build_source, identity, load_model, mqtt_settings, StartError};
+use sonoedge::publish::mqtt::connect_options;
 
 pub const EXIT_UNAVAILABLE: i32 = 69;
 
 pub fn run(args: &RunArgs) -> Result<i32, StartError> {
-    let cfg = Config::load(&args.config).map_err(|e| StartError::Config(e.to_string()))?;
+    let cfg = Config::load(&args.config).map_err(StartError::config)?;
     println!("config  ok: {}", args.config.display());
     let model = load_model(&cfg)?;
     println!(
@@ -30,7 +31,13 @@ pub fn run(args: &RunArgs) -> Result<i32, StartError> {
 }
 
 fn try_source(cfg: &Config) -> bool {
-    let mut source = build_source(&cfg.source);
+    let mut source = match build_source(&cfg.source) {
+        Ok(s) => s,
+        Err(e) => {
+            println!("source  UNUSABLE: {e}");
+            return false;
+        }
+    };
     let name = source.describe();
     let deadline = Instant::now() + Duration::from_secs(5);
     while Instant::now() < deadline {
@@ -58,8 +65,7 @@ fn try_source(cfg: &Config) -> bool {
 fn try_broker(cfg: &Config) -> Result<bool, StartError> {
     let settings = mqtt_settings(&cfg.mqtt)?;
     // The publisher's own options (TLS with client certificate included), under a probe's client id.
-    let options =
-        connect_options(&settings, &format!("sonoedge-check-{}", std::process::id())).map_err(|e| StartError::Config(e.to_string()))?;
+    let options = connect_options(&settings, &format!("sonoedge-check-{}", std::process::id())).map_err(StartError::config)?;
     let (_client, mut connection) = rumqttc::Client::new(options, 4);
     let verdict = match connection.recv_timeout(Duration::from_secs(5)) {
         Ok(Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_)))) => Ok(()),
@@ -68,8 +74,8 @@ fn try_broker(cfg: &Config) -> Result<bool, StartError> {
         Err(_) => Err("no answer within 5 s".into()),
     };
     match &verdict {
-        Ok(()) => println!("broker  ok: {}", settings.url),
-        Err(e) => println!("broker  UNAVAILABLE: {}: {e} (the daemon would keep retrying)", settings.url),
+        Ok(()) => println!("broker  ok: {}", cfg.mqtt.redacted_url()),
+        Err(e) => println!("broker  UNAVAILABLE: {}: {e} (the daemon would keep retrying)", cfg.mqtt.redacted_url()),
     }
     Ok(verdict.is_ok())
 }

@@ -5,7 +5,7 @@
 
 use std::io::Write;
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,9 +13,9 @@ use std::time::Duration;
 use clap::Args;
 use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
 
-use super::run::{serve, StartError};
-use crate::capture::synthetic::DEFAULT_ROI;
-use crate::config::Config;
+use sonoedge::capture::synthetic::DEFAULT_ROI;
+use sonoedge::config::Config;
+use sonoedge::daemon::{serve, stop_on_signals, StartError};
 
 #[derive(Debug, Args)]
 pub struct DemoArgs {
@@ -35,12 +35,13 @@ const DEMO_MODEL: [(&str, &[u8]); 3] = [
 ];
 
 pub fn run(args: &DemoArgs) -> Result<(), StartError> {
+    // Removed when `dir` is dropped, at the end of this function.
     let dir = unpack_model().map_err(StartError::Other)?;
     let port = free_port().map_err(StartError::Other)?;
     start_broker(port);
-    let cfg = demo_config(&dir, port, args.seed)?;
-    let stop = super::run::stop_on_signals().map_err(StartError::Other)?;
-    eprintln!("sonoedge demo: broker on 127.0.0.1:{port}, synthetic seed {}, model {}", args.seed, dir.display());
+    let cfg = demo_config(dir.path(), port, args.seed)?;
+    let stop = stop_on_signals()?;
+    eprintln!("sonoedge demo: broker on 127.0.0.1:{port}, synthetic seed {}, model {}", args.seed, dir.path().display());
     eprintln!("sonoedge demo: assistive output on a phantom, never a diagnosis; Ctrl-C to stop");
     print_messages(port, stop.clone());
     let result = serve(&cfg, stop, args.duration_s.map(Duration::from_secs));
@@ -48,11 +49,12 @@ pub fn run(args: &DemoArgs) -> Result<(), StartError> {
     result
 }
 
-fn unpack_model() -> anyhow::Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!("sonoedge-demo-model-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
+/// The embedded model in a fresh private folder: created with a random name and mode 0700 (no
+/// other user can create it first or put a link in it), removed when the returned value drops.
+fn unpack_model() -> anyhow::Result<tempfile::TempDir> {
+    let dir = tempfile::Builder::new().prefix("sonoedge-demo-model-").tempdir()?;
     for (name, bytes) in DEMO_MODEL {
-        std::fs::write(dir.join(name), bytes)?;
+        std::fs::write(dir.path().join(name), bytes)?;
     }
     Ok(dir)
 }
@@ -67,9 +69,7 @@ fn demo_config(model: &Path, port: u16, seed: u64) -> Result<Config, StartError>
         "device_id = \"demo\"\n[model]\npath = \"{}\"\nthreads = 1\n[source]\nkind = \"synthetic\"\nseed = {seed}\nfps = 15\nroi = [{x}, {y}, {w}, {h}]\n[pipeline]\nmax_fps = 5\n[mqtt]\nurl = \"mqtt://127.0.0.1:{port}\"\nstats_interval_s = 5\n",
         model.display()
     );
-    let path = model.join("demo.toml");
-    std::fs::write(&path, text).map_err(|e| StartError::Other(e.into()))?;
-    Config::load(&path).map_err(|e| StartError::Config(e.to_string()))
+    Config::parse(&text).map_err(StartError::config)
 }
 
 fn start_broker(port: u16) {

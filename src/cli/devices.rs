@@ -3,7 +3,7 @@
 
 use clap::Args;
 
-use crate::capture::v4l2::devices;
+use sonoedge::capture::v4l2::devices;
 
 #[derive(Debug, Args)]
 pub struct DevicesArgs {

@@ -1,4 +1,5 @@
-//! Command-line surface: argument definitions and one module per subcommand.
+//! Command-line surface, the binary's own: argument definitions and one module per subcommand,
+//! each parsing its arguments, calling the library and printing the result.
 
 pub mod bench;
 pub mod check;
@@ -15,10 +16,9 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::infer::{LoadOptions, Model, Overrides};
+use sonoedge::infer::{LoadOptions, Model, Overrides};
 
-/// Exit code for a bad configuration or unusable model (EX_CONFIG): systemd does not restart on it.
-pub const EXIT_CONFIG: i32 = 78;
+pub use sonoedge::daemon::EXIT_CONFIG;
 
 #[derive(Debug, Parser)]
 #[command(name = "sonoedge", version, about = "Ultrasound frames -> ViT classifier -> MQTT. Assistive only, never a diagnosis.")]
@@ -77,7 +77,7 @@ impl ModelArgs {
     }
 
     /// The model settings of a daemon config, for `classify --config`.
-    pub fn from_config(cfg: &crate::config::ModelConfig) -> ModelArgs {
+    pub fn from_config(cfg: &sonoedge::config::ModelConfig) -> ModelArgs {
         ModelArgs {
             model: Some(cfg.path.clone()),
             labels: cfg.labels.clone(),

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use crate::capture::synthetic::write_phantom;
+use sonoedge::capture::synthetic::write_phantom;
 
 #[derive(Debug, Args)]
 pub struct PhantomArgs {

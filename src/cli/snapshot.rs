@@ -8,15 +8,15 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::Args;
 
-use super::run::build_source;
-use crate::capture::convert::{Converter, Roi};
-use crate::capture::fan::Fan;
-use crate::capture::region::Region;
-use crate::capture::{Frame, FrameSource};
-use crate::config::Config;
-use crate::infer::Contract;
-use crate::infer::Overrides;
-use crate::preprocess::{ImageView, Layout, Preprocessor};
+use sonoedge::capture::convert::{Converter, Roi};
+use sonoedge::capture::fan::Fan;
+use sonoedge::capture::region::Region;
+use sonoedge::capture::{Frame, FrameSource};
+use sonoedge::config::Config;
+use sonoedge::daemon::build_source;
+use sonoedge::infer::Contract;
+use sonoedge::infer::Overrides;
+use sonoedge::preprocess::{ImageView, Layout, Preprocessor};
 
 #[derive(Debug, Args)]
 pub struct SnapshotArgs {
@@ -36,7 +36,7 @@ pub fn run(args: &SnapshotArgs) -> anyhow::Result<()> {
     let overrides = Overrides { labels: cfg.model.labels.clone(), preprocessor: cfg.model.preprocessor.clone() };
     let contract = Contract::resolve(&cfg.model.path, &overrides)?;
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
-    let mut source = build_source(&cfg.source);
+    let mut source = build_source(&cfg.source)?;
     let mut region = Region::new(cfg.source.roi(), cfg.source.fan());
     let shot = grab(source.as_mut(), &mut Converter::new(cfg.source.deinterlace()), &region)?;
     let (frame_png, input_png) = (args.out.join("frame.png"), args.out.join("input.png"));

@@ -222,6 +222,11 @@ impl Session {
     }
 }
 
+/// Index of the largest value; ties go to the lower index, as numpy's argmax does.
+pub fn argmax(values: &[f64]) -> usize {
+    values.iter().enumerate().fold(0, |best, (i, v)| if *v > values[best] { i } else { best })
+}
+
 /// Softmax in f64, so a probability is 1.0 only when the model's own logits say so to f64 precision.
 pub fn softmax(logits: &[f32], out: &mut [f64]) {
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
@@ -243,6 +248,12 @@ mod tests {
         softmax(&[1.0, 3.0, -2.0], &mut p);
         assert!((p.iter().sum::<f64>() - 1.0).abs() < 1e-12);
         assert!(p[1] > p[0] && p[0] > p[2]);
+    }
+
+    #[test]
+    fn argmax_prefers_the_first_of_equal_values() {
+        assert_eq!(argmax(&[0.2, 0.4, 0.4]), 1);
+        assert_eq!(argmax(&[0.9, 0.05, 0.05]), 0);
     }
 
     #[test]

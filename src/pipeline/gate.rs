@@ -14,11 +14,12 @@ pub enum Verdict {
 }
 
 impl Verdict {
-    pub fn as_str(self) -> &'static str {
+    /// What the status topic says for a frame judged so.
+    pub fn gate(self) -> crate::state::Gate {
         match self {
-            Verdict::Infer => "inferring",
-            Verdict::NoSignal => "no_signal",
-            Verdict::Frozen => "frozen",
+            Verdict::Infer => crate::state::Gate::Inferring,
+            Verdict::NoSignal => crate::state::Gate::NoSignal,
+            Verdict::Frozen => crate::state::Gate::Frozen,
         }
     }
 }

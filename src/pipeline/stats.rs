@@ -18,7 +18,7 @@ pub struct Counters {
     /// A newer frame replaced this one while inference was busy.
     pub dropped_inference_busy: AtomicU64,
     pub dropped_corrupt_frame: AtomicU64,
-    /// A result that finished after the source was lost: not published, it would be stale.
+    /// A frame or result from before a source loss: withheld, it would be stale.
     pub dropped_source_lost: AtomicU64,
     /// Sequence numbers the source skipped (frames the driver dropped).
     pub source_gaps: AtomicU64,

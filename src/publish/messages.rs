@@ -8,6 +8,8 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use crate::state::{DaemonState, Gate, SourceState};
+
 pub const PREDICTION_SCHEMA: &str = "sonoedge.prediction.v1";
 pub const STATUS_SCHEMA: &str = "sonoedge.status.v1";
 pub const STATS_SCHEMA: &str = "sonoedge.stats.v1";
@@ -27,6 +29,8 @@ pub struct LatencyMs {
 #[derive(Debug, Clone)]
 pub struct Prediction {
     pub frame: u64,
+    /// The stream generation of the frame (not published; stale results are withheld by it).
+    pub generation: u64,
     pub source_sequence: u64,
     pub captured_wall: SystemTime,
     pub captured_monotonic: Duration,
@@ -75,15 +79,13 @@ impl Prediction {
 #[derive(Debug, Clone, Serialize)]
 pub struct Status {
     pub schema: &'static str,
-    /// `online`, `offline` (Last Will) or `stopped`.
-    pub state: &'static str,
+    pub state: DaemonState,
     pub device_id: String,
     pub version: &'static str,
     pub source: String,
-    /// `streaming`, `waiting` or `ended`.
-    pub source_state: String,
-    /// Why predictions are (not) being published: `inferring`, `no_signal`, `frozen`, `roi_mismatch`, `source_waiting`...
-    pub gate: String,
+    pub source_state: SourceState,
+    /// Why predictions are (not) being published.
+    pub gate: Gate,
     pub detail: Option<String>,
     pub model_sha256: String,
     pub preprocess_digest: String,
@@ -91,15 +93,16 @@ pub struct Status {
 }
 
 impl Status {
-    pub fn new(id: &Identity, state: &'static str, source: &str) -> Status {
+    /// A status in `state`, source and gate `starting` until the caller says more.
+    pub fn new(id: &Identity, state: DaemonState, source: &str) -> Status {
         Status {
             schema: STATUS_SCHEMA,
             state,
             device_id: id.device_id.clone(),
             version: env!("CARGO_PKG_VERSION"),
             source: source.to_string(),
-            source_state: "starting".into(),
-            gate: "starting".into(),
+            source_state: SourceState::Starting,
+            gate: Gate::Starting,
             detail: None,
             model_sha256: id.model_sha256.clone(),
             preprocess_digest: id.preprocess_digest.clone(),
@@ -149,6 +152,7 @@ mod tests {
         let t0 = Instant::now();
         let p = Prediction {
             frame: 1,
+            generation: 0,
             source_sequence: 5,
             captured_wall: SystemTime::now(),
             captured_monotonic: Duration::from_millis(42),
