@@ -6,7 +6,8 @@
 
 use std::path::{Path, PathBuf};
 
-use image::{ColorType, DynamicImage, GrayImage, ImageDecoder, ImageReader, Limits, Orientation, RgbImage};
+use image::metadata::Orientation;
+use image::{ColorType, DynamicImage, GrayImage, ImageDecoder, ImageReader, Limits, RgbImage};
 
 use crate::preprocess::{ImageView, Layout};
 

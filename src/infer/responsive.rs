@@ -68,6 +68,7 @@ mod tests {
     use super::*;
     use crate::infer::{LoadOptions, Overrides};
     use std::path::{Path, PathBuf};
+    use tract_onnx::prelude::Framework;
 
     fn tiny(format: &str) -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("models/tiny-random").join(format)
