@@ -1,10 +1,12 @@
 //! Replays image files (a folder, sorted by name, or one file) at a fixed rate, looping or once.
 //! Each file is decoded when it is due, so a replay allocates per frame; live sources do not.
+//! Decoding runs under [`StillLimits`]: a file over them is a corrupt frame (skipped and counted),
+//! so no frame this source hands out is larger than the limits, nor is the pipeline's frame pool.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
-use super::still::{load_still, Still};
+use super::still::{load_still_with, Still, StillLimits};
 use super::{CaptureError, ColorSpace, FieldOrder, Frame, FrameMeta, FrameSource, PixelFormat, Range};
 use crate::preprocess::Layout;
 
@@ -17,6 +19,7 @@ pub struct ImageSource {
     index: u64,
     ended: bool,
     current: Option<Still>,
+    limits: StillLimits,
 }
 
 impl ImageSource {
@@ -30,7 +33,14 @@ impl ImageSource {
             index: 0,
             ended: false,
             current: None,
+            limits: StillLimits::default(),
         }
+    }
+
+    /// The bounds each file is decoded within (default: [`StillLimits::default`]).
+    pub fn with_limits(mut self, limits: StillLimits) -> ImageSource {
+        self.limits = limits;
+        self
     }
 
     /// Lists the files; an absent or empty folder is "unavailable" (retried), not fatal.
@@ -89,7 +99,10 @@ impl FrameSource for ImageSource {
         let path = &self.files[(self.index % n) as usize];
         let sequence = self.index;
         self.index += 1;
-        let still = load_still(path).map_err(|e| CaptureError::Corrupt(format!("{}: {e:#}", path.display())))?;
+        // The previous image is dropped first, so two images are never held at once.
+        self.current = None;
+        // The error names the file already.
+        let still = load_still_with(path, &self.limits).map_err(|e| CaptureError::Corrupt(e.to_string()))?;
         let still = self.current.insert(still);
         let (format, bpp) = match still.layout {
             Layout::Rgb8 => (PixelFormat::Rgb24, 3),
@@ -123,5 +136,27 @@ mod tests {
     fn a_missing_folder_is_unavailable_not_fatal() {
         let mut s = ImageSource::new("/nonexistent/sonoedge".into(), 100.0, true);
         assert!(matches!(s.next_frame(), Err(CaptureError::Unavailable(_))));
+    }
+
+    #[test]
+    fn an_image_over_the_limits_is_a_corrupt_frame_and_the_replay_goes_on() {
+        let dir = std::env::temp_dir().join(format!("sonoedge-images-limits-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        image::GrayImage::new(16, 8).save(dir.join("a.png")).unwrap();
+        image::GrayImage::new(40, 8).save(dir.join("b.png")).unwrap();
+        let limits = StillLimits { max_width: 32, max_height: 32, ..StillLimits::default() };
+        let mut s = ImageSource::new(dir.clone(), 1000.0, true).with_limits(limits);
+        let mut seen = Vec::new();
+        for _ in 0..4 {
+            seen.push(match s.next_frame() {
+                Ok(Some(f)) => format!("{}x{}", f.meta.width, f.meta.height),
+                Err(CaptureError::Corrupt(why)) => {
+                    assert!(why.contains("b.png") && why.contains("32x32"), "{why}");
+                    "corrupt".into()
+                }
+                other => panic!("{other:?}"),
+            });
+        }
+        assert_eq!(seen, ["16x8", "corrupt", "16x8", "corrupt"]);
     }
 }

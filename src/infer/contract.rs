@@ -3,6 +3,20 @@
 //!
 //! Nothing here guesses: a missing file must be replaced by an explicit value, and a key the
 //! reference `ViTImageProcessor` would read differently from us is refused by name.
+//!
+//! Numbers must also lie in sane domains, since out-of-domain ones give a model that answers
+//! the same for every image (e.g. `image_std` 1e-42 saturates, `image_mean` 1e39 drowns the
+//! pixels). With `R = 255 * rescale_factor` (255 without rescaling) the rescaled pixels span
+//! `[0, R]`, and:
+//! - `rescale_factor` is in `[1e-6, 1]`: 1/255 is the usual, 1 feeds raw 0..255 values; above 1
+//!   amplifies u8 input for no reason, below 1e-6 squeezes 256 levels into less than 2.6e-4.
+//! - `image_mean` is in `[-R, 2R]`: a mean of values in `[0, R]` lies in `[0, R]`; a margin of
+//!   one range on each side admits unusual centrings (0, or 1 with 1/255) but not nonsense.
+//! - `image_std` is in `[1e-3 R, 10 R]`: a spread of values in `[0, R]` is at most `R / 2`; below
+//!   1e-3 R one grey level becomes a jump of more than 3.9 (saturation), above 10 R the whole
+//!   input range shrinks below 0.1 (flat input).
+//! - every element is a finite JSON number (a string or null element is an error, not skipped);
+//!   sizes are 1..=2048 pixels (ViT processors use 224 to 518; a 2048x2048 float input is 48 MiB).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -156,15 +170,17 @@ pub fn read_preprocessor(path: &Path) -> Result<PreprocessSpec, ModelError> {
     }
     let (width, height) = p.size()?;
     let resample = p.resample()?;
-    let rescale = if p.flag("do_rescale", true)? { Some(p.number("rescale_factor", 1.0 / 255.0)?) } else { None };
-    let normalize = if p.flag("do_normalize", true)? { Some((p.triple("image_mean")?, p.triple("image_std")?)) } else { None };
-    if let Some((_, std)) = normalize {
-        if std.iter().any(|s| *s == 0.0 || !s.is_finite()) {
-            return Err(p.bad("image_std", "every value must be finite and non-zero"));
-        }
-    }
+    let rescale = if p.flag("do_rescale", true)? { Some(p.rescale_factor()?) } else { None };
+    let range = 255.0 * rescale.map_or(1.0, f64::from);
+    let normalize = if p.flag("do_normalize", true)? { Some(p.normalize(range)?) } else { None };
     Ok(PreprocessSpec { width, height, resample, rescale, normalize })
 }
+
+/// The domains of the preprocessing numbers (see the module documentation for why).
+const RESCALE_DOMAIN: (f64, f64) = (1e-6, 1.0);
+const MEAN_DOMAIN: (f64, f64) = (-1.0, 2.0);
+const STD_DOMAIN: (f64, f64) = (1e-3, 10.0);
+const MAX_SIDE: u64 = 2048;
 
 /// Typed access to one preprocessor JSON object; every error names the file and key.
 struct Keys<'a> {
@@ -206,33 +222,59 @@ impl Keys<'_> {
         }
     }
 
-    fn number(&self, key: &str, default: f64) -> Result<f32, ModelError> {
-        match self.obj.get(key) {
-            None | Some(Value::Null) => Ok(default as f32),
+    fn rescale_factor(&self) -> Result<f32, ModelError> {
+        let (lo, hi) = RESCALE_DOMAIN;
+        let r = match self.obj.get("rescale_factor") {
+            None | Some(Value::Null) => return Ok(1.0 / 255.0),
+            Some(v) => v.as_f64().ok_or_else(|| self.bad("rescale_factor", "must be a number (1/255 is usual)"))?,
+        };
+        if !(lo..=hi).contains(&r) {
+            return Err(self.bad("rescale_factor", &format!("{r} is outside [{lo:e}, {hi}]; 1/255 maps pixels to [0, 1], 1 keeps 0..255")));
+        }
+        Ok(r as f32)
+    }
+
+    /// `(image_mean, image_std)`, each within its domain scaled to the rescaled range `range`.
+    fn normalize(&self, range: f64) -> Result<([f32; 3], [f32; 3]), ModelError> {
+        let mean = self.within("image_mean", self.triple("image_mean")?, MEAN_DOMAIN, range)?;
+        let std = self.within("image_std", self.triple("image_std")?, STD_DOMAIN, range)?;
+        Ok((mean, std))
+    }
+
+    fn within(&self, key: &str, values: [f64; 3], (lo, hi): (f64, f64), range: f64) -> Result<[f32; 3], ModelError> {
+        let (lo, hi) = (lo * range, hi * range);
+        match values.iter().find(|v| !(lo..=hi).contains(*v)) {
             Some(v) => {
-                v.as_f64().filter(|x| x.is_finite() && *x > 0.0).map(|x| x as f32).ok_or_else(|| self.bad(key, "must be a positive number"))
+                Err(self.bad(key, &format!("{v} is outside [{lo:.3e}, {hi:.3e}], the sane domain for pixels rescaled to [0, {range:.4}]")))
             }
+            None => Ok(values.map(|v| v as f32)),
         }
     }
 
-    fn triple(&self, key: &str) -> Result<[f32; 3], ModelError> {
+    /// A number or a list of three numbers; every element must be a number (none is skipped).
+    fn triple(&self, key: &str) -> Result<[f64; 3], ModelError> {
+        let shape = "must be a number or a list of three numbers (R, G, B)";
         let v = match self.obj.get(key) {
             None | Some(Value::Null) => return Ok([0.5; 3]), // ViTImageProcessor's IMAGENET_STANDARD default
             Some(v) => v,
         };
         if let Some(x) = v.as_f64() {
-            return Ok([x as f32; 3]);
+            return Ok([x; 3]);
         }
-        let arr: Vec<f32> = v.as_array().map(|a| a.iter().filter_map(|x| x.as_f64().map(|x| x as f32)).collect()).unwrap_or_default();
-        arr.try_into().map_err(|_| self.bad(key, "must be a number or a list of three numbers (R, G, B)"))
+        let items = v.as_array().filter(|a| a.len() == 3).ok_or_else(|| self.bad(key, shape))?;
+        let mut out = [0.0; 3];
+        for (i, (o, item)) in out.iter_mut().zip(items).enumerate() {
+            *o = item.as_f64().ok_or_else(|| self.bad(key, &format!("element {i} is {item}, not a number; {shape}")))?;
+        }
+        Ok(out)
     }
 
     fn size(&self) -> Result<(u32, u32), ModelError> {
         let dim = |v: &Value, k: &str| {
             v.as_u64()
-                .filter(|x| (1..=8192).contains(x))
+                .filter(|x| (1..=MAX_SIDE).contains(x))
                 .map(|x| x as u32)
-                .ok_or_else(|| self.bad(k, "must be a whole number of pixels between 1 and 8192"))
+                .ok_or_else(|| self.bad(k, &format!("must be a whole number of pixels between 1 and {MAX_SIDE}")))
         };
         match self.obj.get("size") {
             None | Some(Value::Null) => Ok((224, 224)),
@@ -329,5 +371,62 @@ mod tests {
         write(&d, "model.onnx", "");
         let err = Contract::resolve(&d, &Overrides::default()).unwrap_err().to_string();
         assert!(err.contains("config.json"), "{err}");
+    }
+
+    #[test]
+    fn out_of_domain_preprocessing_numbers_are_refused_naming_key_and_domain() {
+        let d = tmp("domain");
+        for (text, key, says) in [
+            (r#"{"image_mean": 1e39}"#, "image_mean", "outside [-1.000e0, 2.000e0]"),
+            (r#"{"image_mean": [0.5, 0.5, -3]}"#, "image_mean", "outside"),
+            (r#"{"image_std": 1e-42}"#, "image_std", "outside [1.000e-3, 1.000e1]"),
+            (r#"{"image_std": [0.5, 0.5, 1e5]}"#, "image_std", "outside"),
+            (r#"{"rescale_factor": 1e300}"#, "rescale_factor", "outside [1e-6, 1]"),
+            (r#"{"rescale_factor": 0}"#, "rescale_factor", "outside"),
+            (r#"{"rescale_factor": -0.5}"#, "rescale_factor", "outside"),
+            (r#"{"rescale_factor": "1/255"}"#, "rescale_factor", "must be a number"),
+            (r#"{"do_rescale": false, "image_std": 0.1}"#, "image_std", "[0, 255"),
+            (r#"{"size": {"height": 4096, "width": 224}}"#, "size.height", "2048"),
+            (r#"{"size": 0}"#, "size", "between 1 and"),
+        ] {
+            let p = write(&d, "p.json", text);
+            let err = read_preprocessor(&p).unwrap_err().to_string();
+            assert!(err.contains(&format!("`{key}`")) && err.contains(says), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_non_number_element_is_an_error_not_skipped() {
+        let d = tmp("elements");
+        for text in [
+            r#"{"image_mean": ["0.5", 0.5, 0.5, 0.5]}"#,
+            r#"{"image_mean": ["0.5", 0.5, 0.5]}"#,
+            r#"{"image_mean": [0.5, null, 0.5]}"#,
+            r#"{"image_std": [0.5, 0.5]}"#,
+            r#"{"image_std": "0.5"}"#,
+        ] {
+            let p = write(&d, "p.json", text);
+            let err = read_preprocessor(&p).unwrap_err().to_string();
+            assert!(err.contains("three numbers"), "{text}: {err}");
+        }
+        let p = write(&d, "p.json", r#"{"image_mean": [0.5, "x", 0.5]}"#);
+        let err = read_preprocessor(&p).unwrap_err().to_string();
+        assert!(err.contains("image_mean") && err.contains("element 1 is \"x\""), "{err}");
+    }
+
+    #[test]
+    fn usual_hf_and_optimum_preprocessing_is_accepted() {
+        let d = tmp("usual");
+        for text in [
+            "{}",
+            r#"{"image_mean":[0.485,0.456,0.406],"image_std":[0.229,0.224,0.225],"rescale_factor":0.00392156862745098,"size":{"height":384,"width":384}}"#,
+            r#"{"do_rescale":false,"image_mean":[127.5,127.5,127.5],"image_std":[127.5,127.5,127.5]}"#,
+            r#"{"rescale_factor":1.0,"image_mean":0.0,"image_std":255.0}"#,
+            r#"{"image_mean":[0.0,0.0,0.0],"image_std":[1.0,1.0,1.0],"do_normalize":true}"#,
+            r#"{"do_normalize":false,"rescale_factor":0.5}"#,
+        ] {
+            let p = write(&d, "p.json", text);
+            assert!(read_preprocessor(&p).is_ok(), "{text}: {:?}", read_preprocessor(&p));
+        }
     }
 }

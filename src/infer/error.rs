@@ -32,4 +32,6 @@ pub enum ModelError {
     LabelMismatch(PathBuf, usize, usize, String),
     #[error("{0}: tract could not prepare the model for input [1,3,{h},{w}]: {1:#}", h = .2, w = .3)]
     Optimize(PathBuf, anyhow::Error, u32, u32),
+    #[error("{0} fails the load-time check that its output depends on its input: {1}; it would report the same probabilities for every frame, so check the export (classifier weights) and preprocessor_config.json")]
+    Unresponsive(PathBuf, String),
 }

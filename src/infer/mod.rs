@@ -1,10 +1,11 @@
-//! Inference: the model is resolved, checked, hashed and optimized once ([`Model`]); each worker
+//! Inference: the model is resolved, checked, hashed, optimized and probed once ([`Model`]); each worker
 //! spawns a [`Session`] that owns tract's run state and the input tensor, reused for every frame.
 
 mod contract;
 mod error;
 mod graph;
 mod profile;
+mod responsive;
 mod rewrite;
 
 use std::io::Read;
@@ -46,7 +47,7 @@ pub struct Model {
     /// SHA-256 over the effective labels and preprocessing, hex.
     pub preprocess_digest: String,
     pub threads: usize,
-    /// Wall time of read + checks + optimize.
+    /// Wall time of read + checks + optimize + the two probe runs of the responsiveness check.
     pub load_ms: f64,
     plan: Arc<TypedRunnableModel>,
 }
@@ -62,14 +63,19 @@ impl Model {
         let preprocess_digest = digest_of(&contract);
         // The protobuf and tract's intermediate graphs (tens of MB for a ViT-B) are free now.
         crate::sysinfo::release_freed_memory();
-        let load_ms = started.elapsed().as_secs_f64() * 1e3;
+        let threads = options.threads;
+        let mut model = Model { contract, info, sha256, preprocess_digest, threads, load_ms: 0.0, plan };
+        let checked = Instant::now();
+        responsive::check(&model)?;
+        let check_ms = checked.elapsed().as_secs_f64() * 1e3;
+        model.load_ms = started.elapsed().as_secs_f64() * 1e3;
         log::info!(
-            "model loaded as {} in {load_ms:.0} ms ({} labels, {} thread(s))",
-            info.format.as_str(),
-            contract.labels.len(),
-            options.threads
+            "model loaded as {} in {:.0} ms, of which {check_ms:.0} ms checking that its output depends on its input ({} labels, {threads} thread(s))",
+            model.info.format.as_str(),
+            model.load_ms,
+            model.contract.labels.len(),
         );
-        Ok(Model { contract, info, sha256, preprocess_digest, threads: options.threads, load_ms, plan })
+        Ok(model)
     }
 
     pub fn labels(&self) -> &[String] {

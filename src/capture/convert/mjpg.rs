@@ -7,6 +7,9 @@
 //! then decoded without it, so a scan that runs out of bytes is an error instead of rows the
 //! decoder fills in (what it does when an EOI comes early).
 //!
+//! Size: a JPEG whose header declares any size but the negotiated one is corrupt, found from the
+//! header before the RGB buffer is sized, so a frame never costs more than the negotiated size.
+//!
 //! Many UVC cameras omit the Huffman tables (MJPG's "fixed" tables, as AVI files do); such frames
 //! are copied behind an `AVI1` APP0 marker, which makes the decoder use the standard tables.
 
@@ -36,7 +39,10 @@ impl MjpgDecoder {
         let jpeg = if has_huffman_tables(jpeg) { jpeg } else { with_default_tables(jpeg, &mut self.patched) };
         let (w, h) = (width as usize, height as usize);
         // SIMD paths on (runtime-detected); strict, so damaged data is an error, not grey blocks.
-        let options = DecoderOptions::new_fast().set_strict_mode(true).jpeg_set_out_colorspace(ColorSpace::RGB);
+        // The negotiated size is also the decoder's own maximum: a header claiming more (a torn
+        // buffer, a hostile device) is refused while the header is parsed, before any allocation.
+        let options =
+            DecoderOptions::new_fast().set_strict_mode(true).set_max_width(w).set_max_height(h).jpeg_set_out_colorspace(ColorSpace::RGB);
         let rgb = &mut self.rgb;
         let decoded = catch_unwind(AssertUnwindSafe(|| decode_into(jpeg, options, w, h, rgb)));
         decoded.unwrap_or_else(|_| Err(corrupt("the JPEG decoder gave up on it (panicked)")))?;
@@ -120,5 +126,39 @@ mod tests {
         assert_eq!(check_complete(&[0xFF, 0xD8, 1, 0xFF, 0xD9, 0, 0]).unwrap().len(), 5);
         assert!(check_complete(&[0xFF, 0xD8, 1, 2]).is_err());
         assert!(check_complete(&[]).is_err());
+    }
+
+    /// A real 16x16 JPEG whose SOF0 is rewritten to claim `width` x `height`.
+    fn jpeg_claiming(width: u16, height: u16) -> Vec<u8> {
+        let mut jpeg = Vec::new();
+        let img = image::RgbImage::from_fn(16, 16, |x, y| image::Rgb([x as u8 * 16, y as u8 * 16, 128]));
+        img.write_to(&mut std::io::Cursor::new(&mut jpeg), image::ImageFormat::Jpeg).unwrap();
+        let sof = jpeg.windows(2).position(|w| w == [0xFF, 0xC0]).expect("a baseline JPEG has SOF0");
+        jpeg[sof + 5..sof + 7].copy_from_slice(&height.to_be_bytes());
+        jpeg[sof + 7..sof + 9].copy_from_slice(&width.to_be_bytes());
+        jpeg
+    }
+
+    #[test]
+    fn a_jpeg_of_the_negotiated_size_decodes() {
+        let mut d = MjpgDecoder::default();
+        assert_eq!(d.decode(&jpeg_claiming(16, 16), 16, 16).unwrap().len(), 16 * 16 * 3);
+    }
+
+    #[test]
+    fn a_jpeg_claiming_more_than_the_negotiated_size_is_corrupt_and_allocates_nothing() {
+        let mut d = MjpgDecoder::default();
+        for (w, h) in [(65500, 65500), (17, 16), (16, 4000)] {
+            let err = d.decode(&jpeg_claiming(w, h), 16, 16).unwrap_err();
+            assert!(matches!(&err, ConvertError::Corrupt(why) if why.contains("limit")), "{w}x{h}: {err}");
+            assert_eq!(d.rgb.capacity(), 0, "{w}x{h} sized the RGB buffer");
+        }
+    }
+
+    #[test]
+    fn a_jpeg_claiming_less_than_the_negotiated_size_is_corrupt() {
+        let mut d = MjpgDecoder::default();
+        let err = d.decode(&jpeg_claiming(8, 16), 16, 16).unwrap_err();
+        assert!(matches!(&err, ConvertError::Corrupt(why) if why.contains("8x16")), "{err}");
     }
 }
