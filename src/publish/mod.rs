@@ -1,8 +1,10 @@
 //! Publishing: the [`Publisher`] seam the pipeline hands results to, its counters, and a recording
-//! implementation for tests. The MQTT implementation lives in [`mqtt`].
+//! implementation for tests. The MQTT implementation lives in [`mqtt`], its connection policy (queue,
+//! backoff, in-flight accounting, counters; no I/O) in [`policy`].
 
 pub mod messages;
 pub mod mqtt;
+pub mod policy;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -20,18 +22,25 @@ pub enum Outgoing {
     Stats(serde_json::Value),
 }
 
-/// Counters a publisher keeps; every message that does not reach the broker is counted once.
+/// Counters a publisher keeps; every prediction is counted once, as sent, dropped, queued or in
+/// flight: made = `predictions_sent` + `dropped_offline_queue_full` + `queue_depth` + `in_flight`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct PublishCounters {
-    /// Predictions handed to the MQTT client.
+    /// Predictions the broker has: acknowledged by it (QoS >= 1) or written to the connection (QoS 0).
     pub predictions_sent: u64,
     /// QoS >= 1 publishes the broker acknowledged (predictions, status and stats).
     pub acked: u64,
     /// Predictions dropped because the offline queue was full (oldest first).
     pub dropped_offline_queue_full: u64,
-    /// Messages waiting in the offline queue now.
+    /// Predictions waiting in the offline queue now.
     pub queue_depth: u64,
-    /// Connections re-established after a loss.
+    /// Predictions handed to the MQTT client and not yet acknowledged (QoS 0: not yet written) now.
+    pub in_flight: u64,
+    /// Predictions put back at the head of the offline queue because the link dropped before the
+    /// broker acknowledged them; they are sent again after the reconnect. Not a loss: a requeued
+    /// prediction that is later dropped counts in `dropped_offline_queue_full`.
+    pub requeued_unacked: u64,
+    /// Sessions the broker accepted after an earlier one was lost (failed attempts do not count).
     pub reconnects: u64,
     pub connected: bool,
 }
