@@ -97,7 +97,7 @@ impl Rig {
     }
 
     /// Capture -> input tensor for frame `i`; returns the frame handed to inference.
-    fn to_tensor(&mut self, i: u64, input: &mut [f32]) -> RoiFrame {
+    fn capture_into_tensor(&mut self, i: u64, input: &mut [f32]) -> RoiFrame {
         let f = self.capture(i);
         self.pre.run(ImageView { width: f.width, height: f.height, layout: PixelLayout::Rgb8, data: &f.rgb }, input).unwrap();
         f
@@ -115,14 +115,14 @@ fn capture_to_input_tensor_allocates_nothing_per_frame() {
     let mut session = model.session().unwrap();
     let mut rig = Rig::new(&model);
     for i in 0..3 {
-        let f = rig.to_tensor(i, session.input_mut());
+        let f = rig.capture_into_tensor(i, session.input_mut());
         session.run().unwrap();
         rig.pool.put(f.rgb);
     }
     let mut on_path = 0;
     for i in 3..23 {
         let before = allocs();
-        let f = rig.to_tensor(i, session.input_mut());
+        let f = rig.capture_into_tensor(i, session.input_mut());
         on_path += allocs() - before;
         session.run().unwrap();
         rig.pool.put(f.rgb);

@@ -14,7 +14,6 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
-use serde_json::Value;
 
 const FORMATS: [&str; 4] = ["YUYV", "NV12", "GREY", "RGB3"];
 /// vivid's Disconnect button (V4L2_CID_... private to vivid): DQBUF then fails with ENODEV.
@@ -167,7 +166,7 @@ fn check_disconnect(sub: &Subscriber, console: &str) {
     );
     assert!(before >= 3 && during == 0, "before {before}, during {during}");
     assert!(recovery <= Duration::from_secs(10) * time_scale(), "recovery took {recovery:?}");
-    let onlines = msgs.iter().filter(|m| m.topic.ends_with("/status") && m.payload["state"] == Value::from("online")).count();
+    let onlines = msgs.iter().filter(|m| m.topic.ends_with("/status") && m.payload["state"] == "online").count();
     assert!(console.matches("sonoedge run --config disc.toml").count() == 1 && onlines >= 1, "one daemon process throughout");
     assert!(console.contains("EXIT disc 0"), "the daemon did not exit 0 after recovering");
 }

@@ -2,12 +2,10 @@
 //! disjoint from training, published labels follow the ground truth, and nothing is published while
 //! the screen shows no signal. A wrong stage (ROI, channel order, normalisation, labels) fails here.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use sonoedge::capture::synthetic::{Phantom, PhantomConfig, Truth, DEFAULT_ROI};
 
 /// Predictions on labelled segments wanted per seed before the daemon is stopped (natively it

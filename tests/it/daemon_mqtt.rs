@@ -1,12 +1,10 @@
 //! The daemon against a real mosquitto: retained status and Last Will, clean stop, surviving a
 //! broker restart with every lost frame counted, TLS, and errors that name what to fix.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::*;
+use crate::common::{self, *};
 
 const SIGTERM: i32 = 15;
 const SIGKILL: i32 = 9;

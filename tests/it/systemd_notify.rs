@@ -3,15 +3,13 @@
 //! `WatchdogSec=` would see. READY=1 and WATCHDOG=1 report that the daemon and its threads run,
 //! not that frames or a broker are there: a cart switched off overnight must not be a restart loop.
 
-mod common;
-
 use std::collections::VecDeque;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::{self, *};
 
 const SIGTERM: i32 = 15;
 const READY: &str = "READY=1";

@@ -319,7 +319,7 @@ fn time_roi(format: PixelFormat, data: &[u8], stride: usize, roi: Roi) -> (f64, 
 }
 
 #[test]
-#[ignore = "timing: cargo test --release --test pixfmt -- --ignored --nocapture"]
+#[ignore = "timing: cargo test --release --test it -- pixfmt::convert_speed --ignored --nocapture"]
 fn convert_speed() {
     let bytes: Vec<u8> = (0..1920 * 1080 * 3u32).map(|i| (i.wrapping_mul(2654435761) >> 24) as u8).collect();
     let roi = Roi { x: 460, y: 140, width: 1000, height: 800 };

@@ -2,7 +2,7 @@
 //! unchanged, as `reference`): equal byte for byte on random sizes, random images and the golden
 //! fixtures (always run), and its before/after timings (ignored; prints, never asserts):
 //!
-//!     cargo test --release --test preprocess_speed -- --ignored --nocapture
+//!     cargo test --release --test it -- preprocess_speed --ignored --nocapture
 //!
 //! The reference is the resize written the way libImaging/Resample.c reads, one output value at a
 //! time; the optimised code computes the same integer sums in another order, so any difference
@@ -399,7 +399,7 @@ fn time_ms(runs: usize, mut f: impl FnMut()) -> ([f64; 3], [f64; 3]) {
 }
 
 #[test]
-#[ignore = "timing: run with --release -- --ignored --nocapture"]
+#[ignore = "timing: cargo test --release --test it -- preprocess_speed --ignored --nocapture"]
 fn print_preprocess_timings_before_and_after() {
     let runs: usize = std::env::var("SONOEDGE_BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(60);
     let mut noise = Noise(7);

@@ -1,10 +1,10 @@
 //! The model contract end to end through the real binary: what loads, what is refused and how,
 //! on the committed tiny fixtures exported with optimum (fp32, dynamic int8, static QDQ).
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+
+use crate::common;
 
 fn repo(p: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(p)
