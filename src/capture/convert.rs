@@ -3,7 +3,7 @@
 //! allocation once its capacity fits the ROI).
 //!
 //! Kept apart from the sources so every source (V4L2, replay, synthetic) shares one conversion,
-//! and so it can be checked against an independent implementation (tests/pixfmt.rs, libswscale).
+//! and so it can be checked against an independent implementation (tests/it/pixfmt.rs, libswscale).
 //! The format is matched once per frame; rows are converted by a kernel chosen for it
 //! (`rows`), in 16.16 fixed point. 4:2:0 and 4:2:2 chroma is taken from the nearest sample
 //! (chroma sited at the centre of its luma pair: x/2, y/2), as swscale does with `neighbor`.

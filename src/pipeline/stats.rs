@@ -97,6 +97,8 @@ impl StatsReporter {
                 "roi_mismatch": c.roi_mismatch.load(Relaxed),
             },
             "queue_depth": p.queue_depth,
+            "in_flight": p.in_flight,
+            "requeued_unacked": p.requeued_unacked,
             "reconnects": p.reconnects,
             "connected": p.connected,
             "system": extra,

@@ -7,7 +7,7 @@
 //! steps with bicubic (measured on tests/fixtures with fast_image_resize 6.1). Matching the
 //! reference bit for bit is the point of this module; speed comes from computing the same sums
 //! in an order the compiler vectorises (`kernels`), checked against a plain port of Pillow's loops
-//! (tests/preprocess_speed.rs).
+//! (tests/it/preprocess_speed.rs).
 
 use std::ops::Range;
 

@@ -461,7 +461,7 @@ mod tests {
     #[test]
     fn a_broker_that_closes_right_after_connack_gets_backoff_not_a_storm() {
         let (port, broker) = fake_broker::closing_after_connack(Duration::from_secs(5));
-        let status = Status::new(&identity(), "offline", "test");
+        let status = Status::new(&identity(), crate::state::DaemonState::Offline, "test");
         let mut p = MqttPublisher::start(&settings(&format!("mqtt://127.0.0.1:{port}")), identity(), &status).unwrap();
         let connections = broker.join().unwrap();
         // Waits of 0.5, 1, 2, 4 s (+ up to 25%): attempts near 0, 0.5, 1.5 and 3.5 s within 5 s.
@@ -477,6 +477,7 @@ mod tests {
         let now = Instant::now();
         Prediction {
             frame,
+            generation: 0,
             source_sequence: frame,
             captured_wall: SystemTime::now(),
             captured_monotonic: Duration::ZERO,
@@ -499,7 +500,7 @@ mod tests {
     #[test]
     fn predictions_unacknowledged_when_the_link_drops_are_resent_after_the_reconnect_and_counted_once() {
         let (port, broker) = fake_broker::unacking_then_acking(3, Duration::from_secs(6));
-        let status = Status::new(&identity(), "offline", "test");
+        let status = Status::new(&identity(), crate::state::DaemonState::Offline, "test");
         let mut p = MqttPublisher::start(&settings(&format!("mqtt://127.0.0.1:{port}")), identity(), &status).unwrap();
         assert!(wait_for(Duration::from_secs(3), || p.counters().connected), "never connected");
         for frame in 1..=3 {
