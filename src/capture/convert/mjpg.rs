@@ -62,7 +62,9 @@ fn decode_into(jpeg: &[u8], options: DecoderOptions, w: usize, h: usize, rgb: &m
     // Without its end marker: zune-jpeg fills in a scan that an EOI cuts short (as browsers do),
     // but in strict mode it reports a scan that runs out of bytes.
     let mut decoder = JpegDecoder::new_with_options(ZCursor::new(&jpeg[..jpeg.len() - 2]), options);
-    decoder.decode_headers().map_err(|e| corrupt(&format!("bad JPEG header ({})", e.to_string().trim_end())))?;
+    decoder
+        .decode_headers()
+        .map_err(|e| corrupt(&format!("bad JPEG header for the announced {w}x{h} frame ({})", e.to_string().trim_end())))?;
     let (got_w, got_h) = decoder.dimensions().unwrap_or((0, 0));
     if (got_w, got_h) != (w, h) {
         return Err(corrupt(&format!("the JPEG is {got_w}x{got_h}, the driver announced {w}x{h}")));
