@@ -6,15 +6,6 @@ pub fn proc_status_kb(key: &str) -> Option<u64> {
     status.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix(':')?.trim().strip_suffix("kB")?.trim().parse().ok())
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn peak_rss_is_read_on_linux() {
-        let hwm = super::proc_status_kb("VmHWM").expect("VmHWM in /proc/self/status");
-        assert!(hwm > 100, "{hwm} kB");
-    }
-}
-
 /// SoC temperature and (on a Raspberry Pi) the firmware's throttling flags, for `stats`.
 pub fn system_facts() -> serde_json::Value {
     let temp_c = std::fs::read_to_string("/sys/class/thermal/thermal_zone0/temp")
@@ -63,4 +54,13 @@ pub fn notify_ready() {
 /// Pets systemd's watchdog; called only while every pipeline loop is turning.
 pub fn notify_watchdog() {
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn peak_rss_is_read_on_linux() {
+        let hwm = super::proc_status_kb("VmHWM").expect("VmHWM in /proc/self/status");
+        assert!(hwm > 100, "{hwm} kB");
+    }
 }

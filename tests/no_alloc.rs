@@ -25,16 +25,20 @@ thread_local! {
     static ALLOCS: Cell<u64> = const { Cell::new(0) };
 }
 
+// SAFETY: every call is forwarded unchanged to the system allocator, which upholds the contract.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         let _ = ALLOCS.try_with(|a| a.set(a.get() + 1));
+        // SAFETY: the caller's layout is passed on as received.
         unsafe { System.alloc(layout) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` came from System.alloc/realloc with this layout (the caller's contract).
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         let _ = ALLOCS.try_with(|a| a.set(a.get() + 1));
+        // SAFETY: as for dealloc; `new_size` is passed on as received.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
 }

@@ -176,6 +176,7 @@ impl EvalOp for DynQuantU8 {
         let input = &inputs[0];
         let xs = input.try_as_plain_ram()?.as_slice::<f32>()?;
         let (scale, zero_point) = scale_and_zero_point(xs);
+        // SAFETY: u8 has no invalid bit patterns, and `quantize` writes every element before it is read.
         let mut out = unsafe { Tensor::uninitialized_dt(u8::datum_type(), input.shape())? };
         quantize(xs, scale, zero_point, out.try_as_plain_ram_mut()?.as_slice_mut::<u8>()?);
         Ok(tvec!(out.into_tvalue(), tensor0(scale).into_tvalue(), tensor0(zero_point).into_tvalue()))
@@ -205,19 +206,27 @@ fn min_max(xs: &[f32]) -> (f32, f32) {
 #[cfg(target_arch = "x86_64")]
 unsafe fn min_max_sse2(xs: &[f32]) -> (f32, f32) {
     use std::arch::x86_64::*;
-    let (mut lo, mut hi) = ([_mm_setzero_ps(); 4], [_mm_setzero_ps(); 4]);
+    // SAFETY: register-only SSE2 (x86-64 baseline).
+    let (mut lo, mut hi) = unsafe { ([_mm_setzero_ps(); 4], [_mm_setzero_ps(); 4]) };
     let mut chunks = xs.chunks_exact(16);
     for chunk in chunks.by_ref() {
         for j in 0..4 {
-            let x = _mm_loadu_ps(chunk.as_ptr().add(4 * j));
-            lo[j] = _mm_min_ps(x, lo[j]);
-            hi[j] = _mm_max_ps(x, hi[j]);
+            // SAFETY: `chunk` holds 16 floats, lanes 4j..4j+4 are inside it (unaligned load);
+            // min/max are register-only SSE2 (x86-64 baseline).
+            unsafe {
+                let x = _mm_loadu_ps(chunk.as_ptr().add(4 * j));
+                lo[j] = _mm_min_ps(x, lo[j]);
+                hi[j] = _mm_max_ps(x, hi[j]);
+            }
         }
     }
     let (mut l, mut h) = ([0f32; 16], [0f32; 16]);
     for j in 0..4 {
-        _mm_storeu_ps(l.as_mut_ptr().add(4 * j), lo[j]);
-        _mm_storeu_ps(h.as_mut_ptr().add(4 * j), hi[j]);
+        // SAFETY: `l` and `h` hold 16 floats; lanes 4j..4j+4 are inside them (unaligned store).
+        unsafe {
+            _mm_storeu_ps(l.as_mut_ptr().add(4 * j), lo[j]);
+            _mm_storeu_ps(h.as_mut_ptr().add(4 * j), hi[j]);
+        }
     }
     fold_min_max(l.iter().copied().chain(chunks.remainder().iter().copied()), h.iter().copied().chain(chunks.remainder().iter().copied()))
 }
@@ -244,6 +253,8 @@ fn fold_min_max(lows: impl Iterator<Item = f32>, highs: impl Iterator<Item = f32
 fn scale_and_zero_point(xs: &[f32]) -> (f32, u8) {
     let (min, max) = min_max(xs);
     let scale = (max - min) / 255.0;
+    // Not `clamp`: `max` turns a NaN into 0 as tract's scalar form does; `clamp` would keep it.
+    #[allow(clippy::manual_clamp)]
     let zero_point = (-min / scale).round_ties_even().max(0.0).min(255.0);
     (scale, zero_point as u8)
 }

@@ -136,18 +136,22 @@ mod simd {
     impl Reg for __m128i {
         #[inline(always)]
         unsafe fn load(p: *const u8) -> Self {
+            // SAFETY: the caller passes a pointer valid for the bytes moved (the trait's contract).
             unsafe { _mm_loadu_si128(p.cast()) }
         }
         #[inline(always)]
         unsafe fn load_low(p: *const u8) -> Self {
+            // SAFETY: the caller passes a pointer valid for the bytes moved (the trait's contract).
             unsafe { _mm_loadl_epi64(p.cast()) }
         }
         #[inline(always)]
         unsafe fn store(self, p: *mut u8) {
+            // SAFETY: the caller passes a pointer valid for the bytes moved (the trait's contract).
             unsafe { _mm_storeu_si128(p.cast(), self) }
         }
         #[inline(always)]
         unsafe fn store_halves(self, lo: *mut u8, hi: *mut u8) {
+            // SAFETY: the caller passes two pointers valid for 8 bytes each (the trait's contract).
             unsafe {
                 _mm_storel_epi64(lo.cast(), self);
                 _mm_storel_epi64(hi.cast(), _mm_unpackhi_epi64(self, self));
@@ -155,14 +159,17 @@ mod simd {
         }
         #[inline(always)]
         fn zip8(self, o: Self) -> (Self, Self) {
+            // SAFETY: register-only SSE2 shuffles; SSE2 is part of the x86-64 baseline.
             unsafe { (_mm_unpacklo_epi8(self, o), _mm_unpackhi_epi8(self, o)) }
         }
         #[inline(always)]
         fn zip16(self, o: Self) -> (Self, Self) {
+            // SAFETY: register-only SSE2 shuffles; SSE2 is part of the x86-64 baseline.
             unsafe { (_mm_unpacklo_epi16(self, o), _mm_unpackhi_epi16(self, o)) }
         }
         #[inline(always)]
         fn zip32(self, o: Self) -> (Self, Self) {
+            // SAFETY: register-only SSE2 shuffles; SSE2 is part of the x86-64 baseline.
             unsafe { (_mm_unpacklo_epi32(self, o), _mm_unpackhi_epi32(self, o)) }
         }
     }

@@ -122,8 +122,9 @@ pub fn rfc3339_ms(t: SystemTime) -> String {
 
 /// True when the kernel says the clock is synchronised (NTP), as `timedatectl` reports it.
 pub fn clock_synced() -> bool {
-    // SAFETY: adjtimex with modes = 0 only reads the kernel's clock state into the struct.
+    // SAFETY: timex is a plain C struct for which all-zero bytes are valid (modes = 0: read only).
     let mut tx: libc::timex = unsafe { std::mem::zeroed() };
+    // SAFETY: adjtimex with modes = 0 only reads the kernel's clock state into the struct we own.
     let rc = unsafe { libc::adjtimex(&mut tx) };
     if rc < 0 {
         static ONCE: std::sync::Once = std::sync::Once::new();

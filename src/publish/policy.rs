@@ -4,8 +4,8 @@
 //! (`connected`, `connection_error`, `written`, `acked`) and carries out the answers (wait this long,
 //! hand these messages over). Time is passed in, so tests drive it with made-up instants.
 //!
-//! Every prediction ends up counted exactly once: made = `predictions_sent` + `dropped_offline_queue_full`
-//! + `queue_depth` + `in_flight`. A prediction the broker has not acknowledged when the link drops is
+//! Every prediction ends up counted exactly once: made = `predictions_sent` plus
+//! `dropped_offline_queue_full` plus `queue_depth` plus `in_flight`. A prediction the broker has not acknowledged when the link drops is
 //! put back at the head of the queue and sent again after the reconnect (at least once, as QoS 1
 //! promises); it is never counted as sent before the broker has it.
 //!
