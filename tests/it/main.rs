@@ -17,4 +17,5 @@ mod mjpg_path;
 mod model_contract;
 mod pixfmt;
 mod preprocess_speed;
+mod secrets;
 mod systemd_notify;
