@@ -1,0 +1,7 @@
+//! Local validation of a model on a site's own labelled images: the data set (ImageFolder or CSV
+//! manifest), the metrics with their confidence intervals, and the report. It scores images through
+//! [`crate::classify::Classifier`], the daemon's own per-image path, so the figures describe the
+//! model as the daemon runs it.
+
+pub mod ci;
+pub mod metrics;
