@@ -4,4 +4,5 @@
 //! model as the daemon runs it.
 
 pub mod ci;
+pub mod dataset;
 pub mod metrics;
