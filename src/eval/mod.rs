@@ -3,6 +3,8 @@
 //! [`crate::classify::Classifier`], the daemon's own per-image path, so the figures describe the
 //! model as the daemon runs it.
 
+pub mod card;
 pub mod ci;
 pub mod dataset;
 pub mod metrics;
+pub mod report;
