@@ -8,3 +8,4 @@ pub mod ci;
 pub mod dataset;
 pub mod metrics;
 pub mod report;
+pub mod score;
