@@ -6,6 +6,7 @@
 pub mod card;
 pub mod ci;
 pub mod dataset;
+pub mod dedup;
 pub mod metrics;
 pub mod report;
 pub mod score;
