@@ -1,6 +1,7 @@
 //! `sonoedge eval`: scores a labelled data set through the daemon's own per-image path and prints
 //! every figure with its 95 % interval (table on stdout, everything with `--json FILE`).
 
+use std::collections::HashSet;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -14,8 +15,9 @@ use sonoedge::config::Config;
 use sonoedge::eval::card::card_form;
 use sonoedge::eval::ci::Bootstrap;
 use sonoedge::eval::dataset::{self, Dataset};
+use sonoedge::eval::dedup::{duplicate_groups, extra_copies, hash_file, read_training_list, seen_in_training, NEAR_HAMMING};
 use sonoedge::eval::metrics::{evaluate, Sample};
-use sonoedge::eval::report::Run;
+use sonoedge::eval::report::{Duplicates, Run, Subset};
 use sonoedge::eval::score::score;
 use sonoedge::infer::Model;
 
@@ -36,6 +38,10 @@ pub struct EvalArgs {
     /// Write every figure, the per-image predictions and the failures as JSON to FILE.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
+    /// sha256 per line (of training files or their decoded pixels; see models/training_list.py):
+    /// reports evaluated images the model was trained on, and the figures without them.
+    #[arg(long, value_name = "FILE")]
+    pub training_list: Option<PathBuf>,
     /// Bootstrap resamples for the intervals that are not Wilson's.
     #[arg(long, default_value_t = Bootstrap::default().resamples as u32, value_parser = clap::value_parser!(u32).range(100..=100_000))]
     pub resamples: u32,
@@ -53,6 +59,7 @@ pub fn setup(args: &EvalArgs) -> anyhow::Result<(ModelArgs, Region)> {
 
 pub fn run(args: &EvalArgs, model: &Model, mut region: Region) -> anyhow::Result<()> {
     let map = dataset::parse_map(&args.map)?;
+    let training = args.training_list.as_deref().map(read_training_list).transpose()?;
     let set = dataset::load(&args.data, model.labels(), &map)?;
     log::info!("{}: {} images to score, {} masks skipped", args.data.display(), set.items.len(), set.masks_skipped);
     let started = Instant::now();
@@ -61,7 +68,8 @@ pub fn run(args: &EvalArgs, model: &Model, mut region: Region) -> anyhow::Result
     for (path, error) in &scores.failed {
         log::warn!("not scored: {}: {error}", path.display());
     }
-    let run = assemble(args, model, set, scores, started.elapsed().as_secs_f64());
+    let mut run = assemble(args, model, set, scores, started.elapsed().as_secs_f64());
+    leakage(&mut run, training.as_ref())?;
     print!("{}", run.table());
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&run.to_json())? + "\n")
@@ -86,7 +94,36 @@ fn assemble(args: &EvalArgs, model: &Model, set: Dataset, scores: sonoedge::eval
         failed: scores.failed,
         bootstrap,
         seconds,
+        duplicates: None,
+        training: None,
     }
+}
+
+/// Hashes the scored images (a second decode: the scoring path stays the daemon's own), then
+/// fills in the duplicate groups and the training overlap, each with the figures without them.
+fn leakage(run: &mut Run, training: Option<&HashSet<String>>) -> anyhow::Result<()> {
+    let hashes = run.scored.iter().map(|(p, _)| hash_file(p)).collect::<anyhow::Result<Vec<_>>>()?;
+    let files = |g: &Vec<usize>| g.iter().map(|&i| run.scored[i].0.clone()).collect::<Vec<_>>();
+    let near = duplicate_groups(&hashes, true);
+    let deduplicated = subset(run, &extra_copies(&near));
+    run.duplicates = Some(Duplicates {
+        exact: duplicate_groups(&hashes, false).iter().map(files).collect(),
+        near: near.iter().map(files).collect(),
+        near_hamming_max: NEAR_HAMMING,
+        deduplicated,
+    });
+    if let Some(training) = training {
+        let seen: HashSet<usize> = (0..hashes.len()).filter(|&i| seen_in_training(&hashes[i], training)).collect();
+        run.training = Some(subset(run, &seen));
+    }
+    Ok(())
+}
+
+fn subset(run: &Run, drop: &HashSet<usize>) -> Subset {
+    let mut order: Vec<usize> = drop.iter().copied().collect();
+    order.sort();
+    let kept: Vec<Sample> = run.scored.iter().enumerate().filter(|(i, _)| !drop.contains(i)).map(|(_, (_, s))| s.clone()).collect();
+    Subset { removed: order.iter().map(|&i| run.scored[i].0.clone()).collect(), metrics: evaluate(run.labels.len(), &kept, &run.bootstrap) }
 }
 
 /// Progress on stderr: a line redrawn in place with rate and ETA on a terminal, otherwise a plain

@@ -24,30 +24,41 @@ pub struct Run {
     pub card: Option<CardForm>,
     pub bootstrap: Bootstrap,
     pub seconds: f64,
+    pub duplicates: Option<Duplicates>,
+    pub training: Option<Subset>,
+}
+
+/// The figures again after removing some images (seen in training, or extra copies).
+pub struct Subset {
+    pub removed: Vec<PathBuf>,
+    pub metrics: Metrics,
+}
+
+/// Duplicate groups among the evaluated images, and the figures keeping the first of each group.
+pub struct Duplicates {
+    pub exact: Vec<Vec<PathBuf>>,
+    pub near: Vec<Vec<PathBuf>>,
+    pub near_hamming_max: u32,
+    pub deduplicated: Subset,
 }
 
 impl Run {
     pub fn to_json(&self) -> Value {
-        let m = &self.metrics;
-        json!({
+        let mut out = json!({
             "model": self.model,
             "labels": self.labels,
             "data": self.data_json(),
             "intervals": {"proportions": "wilson", "others": "bootstrap percentile", "resamples": self.bootstrap.resamples, "seed": self.bootstrap.seed},
-            "n": m.n,
-            "accuracy": m.accuracy,
-            "balanced_accuracy": m.balanced_accuracy,
-            "per_class": self.per_class_json(),
-            "macro_avg": averages_json(&m.macro_avg),
-            "weighted_avg": averages_json(&m.weighted_avg),
-            "macro_roc_auc": m.macro_roc_auc,
-            "ece": m.ece,
-            "ece_bins": ECE_BINS,
-            "confusion_matrix": m.confusion.rows(),
-            "card_form": self.card.as_ref().map(card_json),
-            "predictions": self.predictions_json(),
-            "seconds": self.seconds,
-        })
+        });
+        let Value::Object(map) = &mut out else { unreachable!("built as an object above") };
+        let Value::Object(figures) = metrics_json(&self.labels, &self.metrics) else { unreachable!("metrics_json makes an object") };
+        map.extend(figures);
+        map.insert("card_form".into(), json!(self.card.as_ref().map(card_json)));
+        map.insert("duplicates".into(), json!(self.duplicates.as_ref().map(|d| duplicates_json(&self.labels, d))));
+        map.insert("training_overlap".into(), json!(self.training.as_ref().map(|t| subset_json(&self.labels, t))));
+        map.insert("predictions".into(), self.predictions_json());
+        map.insert("seconds".into(), json!(self.seconds));
+        out
     }
 
     fn data_json(&self) -> Value {
@@ -60,15 +71,43 @@ impl Run {
             "non_images_skipped": self.non_images_skipped,
         })
     }
+}
 
-    fn per_class_json(&self) -> Value {
-        let per_class = self.labels.iter().zip(&self.metrics.per_class).map(|(label, c)| {
+/// Every figure of `m`, keyed as the top level of the JSON.
+pub fn metrics_json(labels: &[String], m: &Metrics) -> Value {
+    json!({
+        "n": m.n,
+        "accuracy": m.accuracy,
+        "balanced_accuracy": m.balanced_accuracy,
+        "per_class": per_class_json(labels, m),
+        "macro_avg": averages_json(&m.macro_avg),
+        "weighted_avg": averages_json(&m.weighted_avg),
+        "macro_roc_auc": m.macro_roc_auc,
+        "ece": m.ece,
+        "ece_bins": ECE_BINS,
+        "confusion_matrix": m.confusion.rows(),
+    })
+}
+
+fn subset_json(labels: &[String], s: &Subset) -> Value {
+    json!({"removed": s.removed.len(), "removed_files": s.removed, "metrics": metrics_json(labels, &s.metrics)})
+}
+
+fn duplicates_json(labels: &[String], d: &Duplicates) -> Value {
+    json!({"exact_groups": d.exact, "near_groups": d.near, "near_hamming_max": d.near_hamming_max, "deduplicated": subset_json(labels, &d.deduplicated)})
+}
+
+fn per_class_json(labels: &[String], m: &Metrics) -> Value {
+    {
+        let per_class = labels.iter().zip(&m.per_class).map(|(label, c)| {
             let v = json!({"precision": c.precision, "recall": c.recall, "specificity": c.specificity, "f1": c.f1, "roc_auc": c.roc_auc, "support": c.support});
             (label.clone(), v)
         });
         Value::Object(per_class.collect::<Map<_, _>>())
     }
+}
 
+impl Run {
     fn predictions_json(&self) -> Value {
         let rows = self.scored.iter().map(|(path, s)| {
             let probs: Map<String, Value> = self.labels.iter().cloned().zip(s.probs.iter().map(|p| json!(p))).collect();
@@ -107,6 +146,7 @@ impl Run {
         if let Some(c) = &self.card {
             card_table(&mut t, c);
         }
+        self.leakage_table(&mut t);
         t
     }
 
@@ -136,6 +176,33 @@ impl Run {
             let _ = writeln!(t, "{label:<12} {}", row.iter().map(|c| format!("{c:>10}")).collect::<String>());
         }
     }
+}
+
+impl Run {
+    fn leakage_table(&self, t: &mut String) {
+        if let Some(d) = &self.duplicates {
+            let copies = |g: &[Vec<PathBuf>]| g.iter().map(|g| g.len() - 1).sum::<usize>();
+            let _ = writeln!(
+                t,
+                "\nduplicates: {} exact groups ({} extra copies); with near copies (dHash <= {} bits) {} groups ({} extra)",
+                d.exact.len(),
+                copies(&d.exact),
+                d.near_hamming_max,
+                d.near.len(),
+                copies(&d.near)
+            );
+            subset_table(t, "keeping one of each", &d.deduplicated);
+        }
+        if let Some(s) = &self.training {
+            let _ = writeln!(t, "\ntraining list: {} of {} evaluated images were in training", s.removed.len(), self.metrics.n);
+            subset_table(t, "without them", s);
+        }
+    }
+}
+
+fn subset_table(t: &mut String, what: &str, s: &Subset) {
+    let m = &s.metrics;
+    let _ = writeln!(t, "{what} (n = {}): accuracy {}, balanced accuracy {}", m.n, fmt(&m.accuracy), fmt(&m.balanced_accuracy));
 }
 
 fn card_table(t: &mut String, c: &CardForm) {
