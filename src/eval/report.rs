@@ -98,13 +98,11 @@ fn duplicates_json(labels: &[String], d: &Duplicates) -> Value {
 }
 
 fn per_class_json(labels: &[String], m: &Metrics) -> Value {
-    {
-        let per_class = labels.iter().zip(&m.per_class).map(|(label, c)| {
-            let v = json!({"precision": c.precision, "recall": c.recall, "specificity": c.specificity, "f1": c.f1, "roc_auc": c.roc_auc, "support": c.support});
-            (label.clone(), v)
-        });
-        Value::Object(per_class.collect::<Map<_, _>>())
-    }
+    let per_class = labels.iter().zip(&m.per_class).map(|(label, c)| {
+        let v = json!({"precision": c.precision, "recall": c.recall, "specificity": c.specificity, "f1": c.f1, "roc_auc": c.roc_auc, "support": c.support});
+        (label.clone(), v)
+    });
+    Value::Object(per_class.collect::<Map<_, _>>())
 }
 
 impl Run {
