@@ -38,6 +38,9 @@ pub struct EvalArgs {
     /// Write every figure, the per-image predictions and the failures as JSON to FILE.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
+    /// Write confusion.png, reliability.png, roc.png (no text; report.md says how to read them) and report.md into DIR.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
     /// sha256 per line (of training files or their decoded pixels; see models/training_list.py):
     /// reports evaluated images the model was trained on, and the figures without them.
     #[arg(long, value_name = "FILE")]
@@ -71,6 +74,10 @@ pub fn run(args: &EvalArgs, model: &Model, mut region: Region) -> anyhow::Result
     let mut run = assemble(args, model, set, scores, started.elapsed().as_secs_f64());
     leakage(&mut run, training.as_ref())?;
     print!("{}", run.table());
+    if let Some(dir) = &args.out {
+        let samples: Vec<Sample> = run.scored.iter().map(|(_, s)| s.clone()).collect();
+        sonoedge::eval::plots::write_all(dir, &run.labels, &run.metrics, &samples)?;
+    }
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&run.to_json())? + "\n")
             .map_err(|e| anyhow::anyhow!("cannot write --json {}: {e}", path.display()))?;

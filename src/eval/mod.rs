@@ -8,5 +8,6 @@ pub mod ci;
 pub mod dataset;
 pub mod dedup;
 pub mod metrics;
+pub mod plots;
 pub mod report;
 pub mod score;
