@@ -52,6 +52,8 @@ fn eval_scores_an_image_folder_skips_the_mask_and_lists_the_corrupt_file() {
         .arg(&dir)
         .arg("--json")
         .arg(&json_path)
+        .arg("--out")
+        .arg(dir.join("report"))
         .arg("--training-list")
         .arg(&training_list)
         .args(["--resamples", "200"])
@@ -94,6 +96,9 @@ fn eval_scores_an_image_folder_skips_the_mask_and_lists_the_corrupt_file() {
     let preds = r["predictions"].as_array().unwrap();
     assert_eq!(preds.len(), 8);
     assert!(preds.iter().all(|p| !p["file"].as_str().unwrap().contains("_mask") && p["probs"].as_object().unwrap().len() == 3));
+    for f in ["confusion.png", "reliability.png", "roc.png", "report.md"] {
+        assert!(dir.join("report").join(f).is_file(), "--out lacks {f}");
+    }
     std::fs::remove_dir_all(dir).unwrap();
 }
 
