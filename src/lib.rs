@@ -14,6 +14,7 @@
 //! - [`preprocess`]: the model's resize and normalisation, into caller-owned buffers.
 //! - [`infer`]: the model contract, loaded and optimized once; per-thread sessions.
 //! - [`classify`]: the one per-image path (region, preprocessing, inference) every command shares.
+//! - [`eval`]: local validation on labelled images (data sets, metrics with intervals, reports), through [`classify`].
 //! - [`publish`]: the publisher seam, message payloads and the MQTT client.
 //! - [`pipeline`]: the daemon's threads, hand-offs, counters and shared status.
 //! - [`daemon`]: assembles the parts from a config, supervises the threads, stops cleanly.
@@ -26,6 +27,7 @@ pub mod capture;
 pub mod classify;
 pub mod config;
 pub mod daemon;
+pub mod eval;
 pub mod infer;
 pub mod pipeline;
 pub mod preprocess;

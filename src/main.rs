@@ -21,6 +21,10 @@ fn run(cli: Cli) -> i32 {
             Ok((model, region)) => with_model(&model, |m| cli::classify::run(a, m, region).map(|failed| i32::from(failed > 0))),
             Err(e) => return report(&format!("{e:#}"), EXIT_CONFIG),
         },
+        Command::Eval(a) => match cli::eval::setup(a) {
+            Ok((model, region)) => with_model(&model, |m| cli::eval::run(a, m, region).map(|()| 0)),
+            Err(e) => return report(&format!("{e:#}"), EXIT_CONFIG),
+        },
         Command::Bench(a) if a.sweep => cli::sweep::run(a).map(|()| 0),
         Command::Bench(a) => with_model(&a.model, |m| cli::bench::run(a, m).map(|()| 0)),
         Command::Phantom(a) => cli::phantom::run(a).map(|()| 0),

@@ -7,6 +7,7 @@ pub mod classify;
 #[cfg(feature = "demo")]
 pub mod demo;
 pub mod devices;
+pub mod eval;
 pub mod phantom;
 pub mod run;
 pub mod snapshot;
@@ -31,6 +32,8 @@ pub struct Cli {
 pub enum Command {
     /// Classify image files: one JSON line per image on stdout, in input order.
     Classify(classify::ClassifyArgs),
+    /// Measure a model on labelled images (an ImageFolder or a CSV): every figure with a 95 % interval.
+    Eval(eval::EvalArgs),
     /// Time loading, preprocessing and inference; one JSON object on stdout.
     Bench(bench::BenchArgs),
     /// Run the daemon: frames in, predictions out over MQTT, until SIGTERM.

@@ -12,6 +12,7 @@ mod common;
 
 mod daemon_mqtt;
 mod demo_model;
+mod eval_cli;
 mod golden;
 mod mjpg_path;
 mod model_contract;
