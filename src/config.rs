@@ -12,6 +12,10 @@ use crate::capture::convert::Deinterlace;
 use crate::capture::fan::Fan;
 use crate::capture::v4l2::negotiate::parse_fourcc;
 use crate::capture::v4l2::DeviceSpec;
+use crate::publish::mqtt::parse_url;
+
+mod ranges;
+pub use ranges::{MAX_FRAME_HEIGHT, MAX_FRAME_WIDTH};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -187,15 +191,8 @@ impl MqttConfig {
     }
 }
 
-/// A URL with its userinfo (`user:password@`) replaced by `***@`, for messages and logs.
-pub fn redact_url(url: &str) -> String {
-    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => format!("{scheme}{}***{}", if scheme.is_empty() { "" } else { "://" }, &rest[at..]),
-        None => url.to_string(),
-    }
-}
+/// A URL with its userinfo replaced, for messages and logs (one implementation: the MQTT client's).
+pub use crate::publish::mqtt::redact_url;
 
 impl Default for MqttConfig {
     fn default() -> Self {
@@ -262,49 +259,70 @@ impl Config {
     }
 
     fn check(&self, path: &Path) -> Result<(), ConfigError> {
-        let bad = |key: &'static str, why: String| Err(ConfigError::Invalid(path.to_path_buf(), key, why));
-        if let Some(id) = &self.device_id {
-            if !valid_topic_level(id) {
-                return bad("device_id", format!("{id:?} must be 1-64 characters of a-z, A-Z, 0-9, '-' or '_'"));
-            }
-        }
-        if !(1..=64).contains(&self.model.threads) {
-            return bad("model.threads", format!("{} is not between 1 and 64", self.model.threads));
-        }
-        if self.mqtt.qos > 2 {
-            return bad("mqtt.qos", format!("{} is not 0, 1 or 2", self.mqtt.qos));
-        }
-        if !(self.mqtt.url.starts_with("mqtt://") || self.mqtt.url.starts_with("mqtts://")) {
-            return bad("mqtt.url", format!("{:?} must start with mqtt:// or mqtts://", self.mqtt.redacted_url()));
-        }
-        if !valid_topic_level(&self.mqtt.topic_prefix) {
-            return bad("mqtt.topic_prefix", format!("{:?} must be one topic level of a-z, A-Z, 0-9, '-' or '_'", self.mqtt.topic_prefix));
-        }
-        if self.mqtt.queue_capacity == 0 {
-            return bad("mqtt.queue_capacity", "must be at least 1".into());
-        }
-        if self.mqtt.keep_alive_s < 5 {
-            return bad("mqtt.keep_alive_s", format!("{} is below the minimum of 5 seconds", self.mqtt.keep_alive_s));
-        }
-        if !(self.pipeline.max_fps >= 0.0 && self.pipeline.max_fps <= 1000.0) {
-            return bad("pipeline.max_fps", format!("{} is not between 0 and 1000", self.pipeline.max_fps));
-        }
-        self.check_source(path)
+        let invalid = |(key, why): (&'static str, String)| ConfigError::Invalid(path.to_path_buf(), key, why);
+        self.check_top().map_err(invalid)?;
+        self.check_mqtt().map_err(invalid)?;
+        self.check_source().map_err(invalid)
     }
 
-    fn check_source(&self, path: &Path) -> Result<(), ConfigError> {
-        let bad = |key: &'static str, why: String| Err(ConfigError::Invalid(path.to_path_buf(), key, why));
-        match &self.source {
-            SourceConfig::Synthetic { fps, .. } | SourceConfig::Images { fps, .. } => check_fps(*fps).or_else(|e| bad("source.fps", e))?,
-            SourceConfig::V4l2 { .. } => self.check_v4l2().map_err(|(key, why)| ConfigError::Invalid(path.to_path_buf(), key, why))?,
-        }
-        if let Some([_, _, w, h]) = self.source.roi() {
-            if w < 16 || h < 16 {
-                return bad("source.roi", format!("[x, y, width, height] with width {w} and height {h}: both must be at least 16"));
+    fn check_top(&self) -> Result<(), (&'static str, String)> {
+        if let Some(id) = &self.device_id {
+            if !valid_topic_level(id) {
+                return Err(("device_id", format!("{id:?} must be 1-64 characters of a-z, A-Z, 0-9, '-' or '_'")));
             }
         }
+        if self.model.path.as_os_str().is_empty() {
+            return Err(("model.path", "must name an .onnx file or an export folder".into()));
+        }
+        ranges::within(self.model.threads, &ranges::THREADS).map_err(|e| ("model.threads", e))?;
+        if let Some(labels) = &self.model.labels {
+            ranges::labels(labels).map_err(|e| ("model.labels", e))?;
+        }
+        let p = &self.pipeline;
+        ranges::min_interval(p.max_fps).map_err(|e| ("pipeline.max_fps", e))?;
+        ranges::within(p.no_signal_luma, &ranges::NO_SIGNAL_LUMA).map_err(|e| ("pipeline.no_signal_luma", e))?;
+        ranges::within(p.frozen_mad, &ranges::FROZEN_MAD).map_err(|e| ("pipeline.frozen_mad", e))?;
+        Ok(())
+    }
+
+    fn check_mqtt(&self) -> Result<(), (&'static str, String)> {
+        let m = &self.mqtt;
+        let (_, _, port) = parse_url(&m.url).map_err(|e| ("mqtt.url", e.to_string()))?;
+        if port == 0 {
+            return Err(("mqtt.url", format!("{:?}: the port must be 1-65535", m.redacted_url())));
+        }
+        ranges::within(m.qos, &(0..=2)).map_err(|e| ("mqtt.qos", e))?;
+        if !valid_topic_level(&m.topic_prefix) {
+            return Err(("mqtt.topic_prefix", format!("{:?} must be one topic level of a-z, A-Z, 0-9, '-' or '_'", m.topic_prefix)));
+        }
+        ranges::within(m.stats_interval_s, &ranges::STATS_INTERVAL_S).map_err(|e| ("mqtt.stats_interval_s", e))?;
+        ranges::within(m.queue_capacity, &ranges::QUEUE_CAPACITY).map_err(|e| ("mqtt.queue_capacity", e))?;
+        ranges::within(m.keep_alive_s, &ranges::KEEP_ALIVE_S).map_err(|e| ("mqtt.keep_alive_s", e))?;
+        if let Some(user) = &m.username {
+            ranges::username(user).map_err(|e| ("mqtt.username", e))?;
+        }
+        if m.client_cert.is_some() != m.client_key.is_some() {
+            return Err(("mqtt.client_cert", "mqtt.client_cert and mqtt.client_key: give both or neither".into()));
+        }
+        Ok(())
+    }
+
+    fn check_source(&self) -> Result<(), (&'static str, String)> {
+        match &self.source {
+            SourceConfig::Synthetic { fps, .. } => ranges::frame_interval(*fps).map(drop).map_err(|e| ("source.fps", e))?,
+            SourceConfig::Images { fps, path, .. } => {
+                if path.as_os_str().is_empty() {
+                    return Err(("source.path", "must name a folder or an image file".into()));
+                }
+                ranges::frame_interval(*fps).map(drop).map_err(|e| ("source.fps", e))?
+            }
+            SourceConfig::V4l2 { .. } => self.check_v4l2()?,
+        }
+        if let Some(roi) = self.source.roi() {
+            ranges::roi(roi).map_err(|e| ("source.roi", e))?;
+        }
         if let Some(fan) = self.source.fan() {
-            fan.validate().or_else(|e| bad("source.fan", e))?;
+            ranges::fan(fan).map_err(|e| ("source.fan", e))?;
         }
         Ok(())
     }
@@ -313,24 +331,12 @@ impl Config {
         let SourceConfig::V4l2 { device, format, width, height, fps, buffers, .. } = &self.source else { return Ok(()) };
         DeviceSpec::parse(device).map_err(|e| ("source.device", e))?;
         parse_fourcc(format).map_err(|e| ("source.format", e))?;
-        if width.is_some() != height.is_some() || width.is_some_and(|w| w == 0) || height.is_some_and(|h| h == 0) {
-            return Err(("source.width", format!("width {width:?} and height {height:?}: give both (non-zero) or neither")));
-        }
+        ranges::size(*width, *height).map_err(|e| ("source.width", e))?;
         if let Some(fps) = fps {
-            check_fps(*fps).map_err(|e| ("source.fps", e))?;
+            ranges::frame_interval(*fps).map_err(|e| ("source.fps", e))?;
         }
-        if !(2..=8).contains(buffers) {
-            return Err(("source.buffers", format!("{buffers} is not between 2 and 8")));
-        }
+        ranges::within(*buffers, &ranges::BUFFERS).map_err(|e| ("source.buffers", e))?;
         Ok(())
-    }
-}
-
-fn check_fps(fps: f64) -> Result<(), String> {
-    if fps > 0.0 && fps <= 240.0 {
-        Ok(())
-    } else {
-        Err(format!("{fps} is not above 0 and at most 240"))
     }
 }
 
@@ -362,14 +368,6 @@ mod tests {
     }
 
     #[test]
-    fn urls_lose_their_userinfo_when_shown() {
-        assert_eq!(redact_url("mqtt://user:s3cret@host:1883"), "mqtt://***@host:1883");
-        assert_eq!(redact_url("mqtts://host:8883/x@y"), "mqtts://host:8883/x@y");
-        assert_eq!(redact_url("tcp://a:b@c"), "tcp://***@c");
-        assert_eq!(redact_url("u:p@h"), "***@h");
-    }
-
-    #[test]
     fn bad_values_name_their_key() {
         for (extra, key) in [
             ("[mqtt]\nqos = 3\n", "mqtt.qos"),
@@ -379,5 +377,37 @@ mod tests {
             let e = load(&format!("{MINIMAL}{extra}")).unwrap_err().to_string();
             assert!(e.contains(key), "{extra}: {e}");
         }
+    }
+
+    #[test]
+    fn values_that_crashed_the_daemon_are_refused_at_load_naming_key_and_range() {
+        let synthetic = |extra: &str| format!("[model]\npath = \"m\"\n[source]\nkind = \"synthetic\"\n{extra}");
+        for (text, key) in [
+            (format!("{MINIMAL}[pipeline]\nmax_fps = 1e-300\n"), "pipeline.max_fps"),
+            (synthetic("fps = 1e-300\n"), "source.fps"),
+            (format!("[model]\npath = \"m\"\n[source]\nkind = \"images\"\npath = \"d\"\nfps = 1e-300\n"), "source.fps"),
+            (format!("{MINIMAL}[mqtt]\nqueue_capacity = 1000000000\n"), "mqtt.queue_capacity"),
+            (synthetic("roi = [0, 0, 100000, 100000]\n"), "source.roi"),
+            (format!("{MINIMAL}[mqtt]\nstats_interval_s = 9223372036854775807\n"), "mqtt.stats_interval_s"),
+            (format!("{MINIMAL}[mqtt]\nkeep_alive_s = 65536\n"), "mqtt.keep_alive_s"),
+            (format!("{MINIMAL}[pipeline]\nno_signal_luma = 1e9\n"), "pipeline.no_signal_luma"),
+            (format!("{MINIMAL}[pipeline]\nfrozen_mad = nan\n"), "pipeline.frozen_mad"),
+            (format!("{MINIMAL}[pipeline]\nno_signal_luma = -1\n"), "pipeline.no_signal_luma"),
+        ] {
+            let e = load(&text).unwrap_err();
+            assert!(matches!(e, ConfigError::Invalid(_, k, _) if k == key), "{text}: {e}");
+            let named = [" between ", "fit a 7680x4320 frame"].iter().any(|r| e.to_string().contains(r));
+            assert!(named, "the range is named: {e}");
+        }
+    }
+
+    #[test]
+    fn the_edges_of_each_range_are_accepted() {
+        let text = format!(
+            "{MINIMAL}roi = [0, 0, 7680, 4320]\nfps = 240\n[pipeline]\nmax_fps = 1000\nno_signal_luma = 64\nfrozen_mad = 0\n\
+             [mqtt]\nqueue_capacity = 10000\nkeep_alive_s = 65535\nstats_interval_s = 86400\n"
+        );
+        let c = load(&text).unwrap();
+        assert_eq!((c.mqtt.queue_capacity, c.mqtt.keep_alive_s), (10_000, 65_535));
     }
 }
