@@ -1,13 +1,20 @@
 //! Generated values thrown at every config key (the loader returns a value or a `ConfigError`,
 //! never panics), and accepted configs run by the daemon for a moment (Ok or a `StartError`, never a
 //! panic or a thread that dies). Every key of deploy/sonoedge.toml must have a generator here.
+//! v4l2 keys are only loaded, not served: serving them needs a grabber.
 
 use std::cell::Cell;
 use std::collections::BTreeSet;
+use std::net::TcpListener;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config as RunnerConfig, TestRunner};
 use sonoedge::config::Config;
+use sonoedge::daemon::{serve, StartError};
 use toml::{Table, Value};
 
 const EXAMPLE: &str = include_str!("../../deploy/sonoedge.toml");
@@ -102,19 +109,15 @@ fn roi() -> BoxedStrategy<Value> {
 /// The values every key gets besides its own: non-finite, tiny, huge, zero, negative, the
 /// maxima of the integer types, and wrong types.
 fn hostile() -> BoxedStrategy<Value> {
+    prop::sample::select(hostile_list()).boxed()
+}
+
+fn hostile_list() -> Vec<Value> {
     let floats = [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, 1e-300, -1e-300, 1e300, 0.0, -0.0, -1.0];
     let ints = [0, -1, i64::MAX, i64::MIN, u32::MAX as i64, u16::MAX as i64 + 1, 65_535];
-    prop_oneof![
-        prop::sample::select(floats.to_vec()).prop_map(Value::Float),
-        prop::sample::select(ints.to_vec()).prop_map(Value::Integer),
-        Just(s("")),
-        Just(s("x")),
-        any::<bool>().prop_map(Value::Boolean),
-        Just(Value::Array(vec![])),
-        Just(Value::Array(vec![s("a"), Value::Integer(1)])),
-        Just(Value::Table(Table::new())),
-    ]
-    .boxed()
+    let others = [s(""), s("x"), Value::Boolean(true), Value::Array(vec![]), Value::Array(vec![s("a"), Value::Integer(1)])];
+    let all = floats.map(Value::Float).into_iter().chain(ints.map(Value::Integer)).chain(others);
+    all.chain([Value::Table(Table::new())]).collect()
 }
 
 fn values(own: BoxedStrategy<Value>) -> BoxedStrategy<Value> {
@@ -202,5 +205,67 @@ fn the_loader_returns_a_config_or_an_error_for_any_value_of_any_key() {
             .unwrap_or_else(|e| panic!("{key}: {e}"));
         // A generator that only ever produces refused (or accepted) values tests one side only.
         assert!(accepted.get() > 0 && refused.get() > 0, "{key} in {which:?}: {} accepted, {} refused", accepted.get(), refused.get());
+    }
+}
+
+/// A loopback port nothing listens on: bound, then released.
+fn closed_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free loopback port").port()
+}
+
+/// Runs the daemon for 300 ms: Ok, or a start error; a panic or a dead thread is the failure.
+fn serve_briefly(cfg: &Config) -> Result<(), String> {
+    let stop = Arc::new(AtomicBool::new(false));
+    match catch_unwind(AssertUnwindSafe(|| serve(cfg, stop, Some(Duration::from_millis(300))))) {
+        Err(_) => Err("serve panicked".into()),
+        Ok(Err(e @ StartError::ThreadEnded(_))) => Err(e.to_string()),
+        Ok(_) => Ok(()),
+    }
+}
+
+/// Up to `n` accepted values of a key: the hostile values first, then its own, drawn with a fixed seed.
+fn accepted_values(doc: &Table, key: &str, own: &BoxedStrategy<Value>, n: usize) -> Vec<(Value, Config)> {
+    let mut runner = TestRunner::deterministic();
+    let drawn = (0..200).map(|_| own.new_tree(&mut runner).expect("values generate").current());
+    let accepted = hostile_list().into_iter().chain(drawn).filter_map(|v| parse(&set(doc.clone(), key, v.clone())).ok().map(|c| (v, c)));
+    accepted.take(n).collect()
+}
+
+#[test]
+fn accepted_values_of_every_served_key_survive_a_short_daemon_start() {
+    let t0 = Instant::now();
+    let port = closed_port();
+    let mut served = 0;
+    for (key, which, own) in generators().into_iter().filter(|(_, b, _)| !matches!(b, Base::Example)) {
+        let doc = base(which, port);
+        let found = accepted_values(&doc, key, &own, 2);
+        assert!(!found.is_empty(), "{key} in {which:?}: no accepted value to serve");
+        for (v, cfg) in found {
+            serve_briefly(&cfg).unwrap_or_else(|e| panic!("{key} = {v} in {which:?}: {e}"));
+            served += 1;
+        }
+    }
+    eprintln!("served {served} accepted configs in {:?}", t0.elapsed());
+}
+
+#[test]
+fn the_extremes_of_every_range_together_survive_a_short_daemon_start() {
+    let port = closed_port();
+    let model = concat!(env!("CARGO_MANIFEST_DIR"), "/models/demo/int8");
+    let extremes = [
+        ("0.01", "0.01", "[0, 0, 16, 16]", "[-100000, -100000]", "0", "0", "0", "1", "5", "1"),
+        ("240", "1000", "[0, 0, 1280, 720]", "[100000, 100000]", "64", "64", "86400", "10000", "65535", "64"),
+        ("240", "0", "[0, 0, 7680, 4320]", "[640, 0]", "0", "0", "1", "10000", "65535", "2"),
+    ];
+    for (fps, max_fps, roi, origin, luma, mad, stats, queue, keep_alive, threads) in extremes {
+        let text = format!(
+            "device_id = \"props\"\n[model]\npath = \"{model}\"\nthreads = {threads}\n\
+             [source]\nkind = \"synthetic\"\nseed = 9223372036854775807\nfps = {fps}\nroi = {roi}\n\
+             [source.fan]\norigin_px = {origin}\nangles_deg = [-180, 180]\nradius_start_px = 0\nradius_stop_px = 100000\n\
+             [pipeline]\nmax_fps = {max_fps}\nno_signal_luma = {luma}\nfrozen_mad = {mad}\n\
+             [mqtt]\nurl = \"mqtt://127.0.0.1:{port}\"\nqos = 2\nstats_interval_s = {stats}\nqueue_capacity = {queue}\nkeep_alive_s = {keep_alive}\n"
+        );
+        let cfg = Config::parse(&text).unwrap_or_else(|e| panic!("the extremes are accepted: {e}\n{text}"));
+        serve_briefly(&cfg).unwrap_or_else(|e| panic!("{text}: {e}"));
     }
 }
