@@ -1,4 +1,6 @@
 //! The daemon's configuration: one TOML file, unknown keys rejected, every value checked at start.
+//! Two stages, like ripgrep's LowArgs -> HiArgs: serde reads [`raw`] values, then one checked
+//! conversion ([`checked`]) gives the typed [`Config`] below, so nothing downstream parses again.
 //!
 //! A bad value is a [`ConfigError`] naming the key and what is allowed (exit 78). A device or broker
 //! that is absent is not a config error: the daemon starts, retries and reports it in `status`.
@@ -10,8 +12,13 @@ use serde::Deserialize;
 
 use crate::capture::convert::Deinterlace;
 use crate::capture::fan::Fan;
-use crate::capture::v4l2::negotiate::parse_fourcc;
-use crate::capture::v4l2::DeviceSpec;
+use crate::capture::v4l2::V4l2Settings;
+use crate::publish::mqtt::MqttSettings;
+
+mod checked;
+mod ranges;
+mod raw;
+pub use ranges::{MAX_FRAME_HEIGHT, MAX_FRAME_WIDTH};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -23,16 +30,14 @@ pub enum ConfigError {
     Invalid(PathBuf, &'static str, String),
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// A checked config: every value within its range (src/config/ranges.rs), already parsed.
+#[derive(Debug, Clone)]
 pub struct Config {
     /// Topics live under `sonoedge/<device_id>/`; default: derived from /etc/machine-id.
     pub device_id: Option<String>,
     pub model: ModelConfig,
     pub source: SourceConfig,
-    #[serde(default)]
     pub pipeline: PipelineConfig,
-    #[serde(default)]
     pub mqtt: MqttConfig,
 }
 
@@ -51,78 +56,41 @@ pub struct ModelConfig {
     pub preprocessor: Option<PathBuf>,
 }
 
-/// Where frames come from.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, tag = "kind", rename_all = "lowercase")]
-pub enum SourceConfig {
-    /// The built-in ultrasound phantom (no hardware).
-    Synthetic {
-        #[serde(default)]
-        seed: u64,
-        #[serde(default = "fifteen")]
-        fps: f64,
-        #[serde(default)]
-        roi: Option<[u32; 4]>,
-        #[serde(default)]
-        fan: Option<Fan>,
-    },
-    /// Image files replayed at `fps`: `path` is a folder (sorted) or a single file.
-    Images {
-        path: PathBuf,
-        #[serde(default = "fifteen")]
-        fps: f64,
-        #[serde(default = "yes", rename = "loop")]
-        looping: bool,
-        #[serde(default)]
-        roi: Option<[u32; 4]>,
-        #[serde(default)]
-        fan: Option<Fan>,
-    },
-    /// A V4L2 capture device: the grabber on the cart's video output.
-    V4l2 {
-        /// `/dev/video0`, a stable `/dev/v4l/by-id/...` link, `card:NAME` or `bus:INFO`.
-        device: String,
-        /// A fourcc (YUYV, UYVY, NV12, YU12, RGB3, BGR3, GREY, MJPG) or `auto` (best offered).
-        #[serde(default = "auto")]
-        format: String,
-        /// Both or neither; neither = the largest size offered up to 1920x1080.
-        width: Option<u32>,
-        height: Option<u32>,
-        /// Frames per second to ask for; absent = the driver's current rate.
-        fps: Option<f64>,
-        #[serde(default = "four")]
-        buffers: u32,
-        /// Interlaced input: `top_field` (default), `blend` or `weave` (as delivered).
-        #[serde(default)]
-        interlace: Deinterlace,
-        #[serde(default)]
-        roi: Option<[u32; 4]>,
-        #[serde(default)]
-        fan: Option<Fan>,
-    },
+/// Where frames come from, and which part of them the model sees.
+#[derive(Debug, Clone)]
+pub struct SourceConfig {
+    pub kind: SourceKind,
+    /// `[x, y, width, height]` within a [`MAX_FRAME_WIDTH`] x [`MAX_FRAME_HEIGHT`] frame.
+    pub roi: Option<[u32; 4]>,
+    pub fan: Option<Fan>,
+    /// How interlaced frames are taken (only grabbers deliver them).
+    pub deinterlace: Deinterlace,
+}
+
+#[derive(Debug, Clone)]
+pub enum SourceKind {
+    /// The built-in ultrasound phantom (no hardware); `fps` within `ranges::FPS`.
+    Synthetic { seed: u64, fps: f64 },
+    /// Image files replayed at `fps` (within `ranges::FPS`): a folder (sorted) or a single file.
+    Images { path: PathBuf, fps: f64, looping: bool },
+    /// A V4L2 capture device, its spec and format parsed.
+    V4l2(V4l2Settings),
 }
 
 impl SourceConfig {
     /// The ROI `[x, y, width, height]` in source pixels; `None` = the whole frame.
     pub fn roi(&self) -> Option<[u32; 4]> {
-        match self {
-            SourceConfig::Synthetic { roi, .. } | SourceConfig::Images { roi, .. } | SourceConfig::V4l2 { roi, .. } => *roi,
-        }
+        self.roi
     }
 
     /// The fan mask, if one is configured.
     pub fn fan(&self) -> Option<Fan> {
-        match self {
-            SourceConfig::Synthetic { fan, .. } | SourceConfig::Images { fan, .. } | SourceConfig::V4l2 { fan, .. } => *fan,
-        }
+        self.fan
     }
 
     /// How interlaced frames are taken (only grabbers deliver them).
     pub fn deinterlace(&self) -> Deinterlace {
-        match self {
-            SourceConfig::V4l2 { interlace, .. } => *interlace,
-            _ => Deinterlace::default(),
-        }
+        self.deinterlace
     }
 }
 
@@ -154,23 +122,29 @@ impl Default for PipelineConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+/// Broker settings, checked; the password is read only when connecting ([`MqttConfig::settings`]).
+#[derive(Debug, Clone)]
 pub struct MqttConfig {
-    /// `mqtt://host:port` or `mqtts://host:port`; env SONOEDGE_MQTT_URL overrides.
+    /// `mqtt://host[:port]` or `mqtts://host[:port]` as given (it parsed; shown only redacted).
     pub url: String,
+    pub tls: bool,
+    pub host: String,
+    /// 1-65535.
+    pub port: u16,
+    /// 0, 1 or 2.
     pub qos: u8,
+    /// One topic level.
     pub topic_prefix: String,
-    /// Seconds between `stats` messages (0 = off).
-    pub stats_interval_s: u64,
-    /// Results held while the broker is unreachable; the oldest is dropped (and counted) when full.
+    /// Time between `stats` messages (zero = off), at most a day.
+    pub stats_interval: Duration,
+    /// 1-10000.
     pub queue_capacity: usize,
-    pub keep_alive_s: u64,
-    /// env SONOEDGE_MQTT_USERNAME overrides.
+    /// 5-65535: MQTT's 16-bit field.
+    pub keep_alive_s: u16,
     pub username: Option<String>,
-    /// A file holding the password (never on the command line); env SONOEDGE_MQTT_PASSWORD overrides.
     pub password_file: Option<PathBuf>,
     pub ca_file: Option<PathBuf>,
+    /// Both or neither.
     pub client_cert: Option<PathBuf>,
     pub client_key: Option<PathBuf>,
 }
@@ -178,60 +152,38 @@ pub struct MqttConfig {
 impl MqttConfig {
     /// Time between `stats` messages (zero = off).
     pub fn stats_interval(&self) -> Duration {
-        Duration::from_secs(self.stats_interval_s)
+        self.stats_interval
     }
 
     /// The broker URL with any `user:password@` replaced, for messages and logs.
     pub fn redacted_url(&self) -> String {
         redact_url(&self.url)
     }
-}
 
-/// A URL with its userinfo (`user:password@`) replaced by `***@`, for messages and logs.
-pub fn redact_url(url: &str) -> String {
-    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => format!("{scheme}{}***{}", if scheme.is_empty() { "" } else { "://" }, &rest[at..]),
-        None => url.to_string(),
-    }
-}
-
-impl Default for MqttConfig {
-    fn default() -> Self {
-        MqttConfig {
-            url: "mqtt://127.0.0.1:1883".into(),
-            qos: 1,
-            topic_prefix: "sonoedge".into(),
-            stats_interval_s: 10,
-            queue_capacity: 256,
-            keep_alive_s: 15,
-            username: None,
-            password_file: None,
-            ca_file: None,
-            client_cert: None,
-            client_key: None,
+    /// What the MQTT client needs, with the password read by the caller (never stored here).
+    pub fn settings(&self, password: Option<String>) -> MqttSettings {
+        MqttSettings {
+            url: self.url.clone(),
+            qos: self.qos,
+            topic_prefix: self.topic_prefix.clone(),
+            keep_alive_s: self.keep_alive_s.into(),
+            queue_capacity: self.queue_capacity,
+            username: self.username.clone(),
+            password,
+            ca_file: self.ca_file.clone(),
+            client_cert: self.client_cert.clone(),
+            client_key: self.client_key.clone(),
         }
     }
 }
+
+/// A URL with its userinfo replaced, for messages and logs (one implementation: the MQTT client's).
+pub use crate::publish::mqtt::redact_url;
 
 /// Provisional on ARM, where nothing could be timed: `sonoedge bench --sweep` on the board decides.
 fn default_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get()).min(4)
 }
-fn fifteen() -> f64 {
-    15.0
-}
-fn yes() -> bool {
-    true
-}
-fn auto() -> String {
-    "auto".into()
-}
-fn four() -> u32 {
-    4
-}
-
 impl Config {
     /// Reads, parses and checks the file; environment overrides are applied.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -246,91 +198,9 @@ impl Config {
 
     /// [`Config::parse`], naming `origin` in errors.
     fn parse_named(text: &str, origin: &Path) -> Result<Config, ConfigError> {
-        let mut cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse(origin.to_path_buf(), e.to_string()))?;
-        cfg.apply_env();
-        cfg.check(origin)?;
-        Ok(cfg)
-    }
-
-    fn apply_env(&mut self) {
-        if let Ok(url) = std::env::var("SONOEDGE_MQTT_URL") {
-            self.mqtt.url = url;
-        }
-        if let Ok(user) = std::env::var("SONOEDGE_MQTT_USERNAME") {
-            self.mqtt.username = Some(user);
-        }
-    }
-
-    fn check(&self, path: &Path) -> Result<(), ConfigError> {
-        let bad = |key: &'static str, why: String| Err(ConfigError::Invalid(path.to_path_buf(), key, why));
-        if let Some(id) = &self.device_id {
-            if !valid_topic_level(id) {
-                return bad("device_id", format!("{id:?} must be 1-64 characters of a-z, A-Z, 0-9, '-' or '_'"));
-            }
-        }
-        if !(1..=64).contains(&self.model.threads) {
-            return bad("model.threads", format!("{} is not between 1 and 64", self.model.threads));
-        }
-        if self.mqtt.qos > 2 {
-            return bad("mqtt.qos", format!("{} is not 0, 1 or 2", self.mqtt.qos));
-        }
-        if !(self.mqtt.url.starts_with("mqtt://") || self.mqtt.url.starts_with("mqtts://")) {
-            return bad("mqtt.url", format!("{:?} must start with mqtt:// or mqtts://", self.mqtt.redacted_url()));
-        }
-        if !valid_topic_level(&self.mqtt.topic_prefix) {
-            return bad("mqtt.topic_prefix", format!("{:?} must be one topic level of a-z, A-Z, 0-9, '-' or '_'", self.mqtt.topic_prefix));
-        }
-        if self.mqtt.queue_capacity == 0 {
-            return bad("mqtt.queue_capacity", "must be at least 1".into());
-        }
-        if self.mqtt.keep_alive_s < 5 {
-            return bad("mqtt.keep_alive_s", format!("{} is below the minimum of 5 seconds", self.mqtt.keep_alive_s));
-        }
-        if !(self.pipeline.max_fps >= 0.0 && self.pipeline.max_fps <= 1000.0) {
-            return bad("pipeline.max_fps", format!("{} is not between 0 and 1000", self.pipeline.max_fps));
-        }
-        self.check_source(path)
-    }
-
-    fn check_source(&self, path: &Path) -> Result<(), ConfigError> {
-        let bad = |key: &'static str, why: String| Err(ConfigError::Invalid(path.to_path_buf(), key, why));
-        match &self.source {
-            SourceConfig::Synthetic { fps, .. } | SourceConfig::Images { fps, .. } => check_fps(*fps).or_else(|e| bad("source.fps", e))?,
-            SourceConfig::V4l2 { .. } => self.check_v4l2().map_err(|(key, why)| ConfigError::Invalid(path.to_path_buf(), key, why))?,
-        }
-        if let Some([_, _, w, h]) = self.source.roi() {
-            if w < 16 || h < 16 {
-                return bad("source.roi", format!("[x, y, width, height] with width {w} and height {h}: both must be at least 16"));
-            }
-        }
-        if let Some(fan) = self.source.fan() {
-            fan.validate().or_else(|e| bad("source.fan", e))?;
-        }
-        Ok(())
-    }
-
-    fn check_v4l2(&self) -> Result<(), (&'static str, String)> {
-        let SourceConfig::V4l2 { device, format, width, height, fps, buffers, .. } = &self.source else { return Ok(()) };
-        DeviceSpec::parse(device).map_err(|e| ("source.device", e))?;
-        parse_fourcc(format).map_err(|e| ("source.format", e))?;
-        if width.is_some() != height.is_some() || width.is_some_and(|w| w == 0) || height.is_some_and(|h| h == 0) {
-            return Err(("source.width", format!("width {width:?} and height {height:?}: give both (non-zero) or neither")));
-        }
-        if let Some(fps) = fps {
-            check_fps(*fps).map_err(|e| ("source.fps", e))?;
-        }
-        if !(2..=8).contains(buffers) {
-            return Err(("source.buffers", format!("{buffers} is not between 2 and 8")));
-        }
-        Ok(())
-    }
-}
-
-fn check_fps(fps: f64) -> Result<(), String> {
-    if fps > 0.0 && fps <= 240.0 {
-        Ok(())
-    } else {
-        Err(format!("{fps} is not above 0 and at most 240"))
+        let mut raw: raw::RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse(origin.to_path_buf(), e.to_string()))?;
+        raw.apply_env();
+        raw.into_config().map_err(|(key, why)| ConfigError::Invalid(origin.to_path_buf(), key, why))
     }
 }
 
@@ -352,21 +222,13 @@ mod tests {
     #[test]
     fn a_minimal_config_takes_documented_defaults() {
         let c = load(MINIMAL).unwrap();
-        assert_eq!((c.mqtt.qos, c.mqtt.stats_interval_s, c.pipeline.max_fps), (1, 10, 10.0));
+        assert_eq!((c.mqtt.qos, c.mqtt.stats_interval, c.pipeline.max_fps), (1, Duration::from_secs(10), 10.0));
     }
 
     #[test]
     fn unknown_keys_are_rejected_by_name() {
         let e = load(&format!("{MINIMAL}[mqtt]\nbrokr = \"x\"\n")).unwrap_err().to_string();
         assert!(e.contains("brokr"), "{e}");
-    }
-
-    #[test]
-    fn urls_lose_their_userinfo_when_shown() {
-        assert_eq!(redact_url("mqtt://user:s3cret@host:1883"), "mqtt://***@host:1883");
-        assert_eq!(redact_url("mqtts://host:8883/x@y"), "mqtts://host:8883/x@y");
-        assert_eq!(redact_url("tcp://a:b@c"), "tcp://***@c");
-        assert_eq!(redact_url("u:p@h"), "***@h");
     }
 
     #[test]
@@ -379,5 +241,55 @@ mod tests {
             let e = load(&format!("{MINIMAL}{extra}")).unwrap_err().to_string();
             assert!(e.contains(key), "{extra}: {e}");
         }
+    }
+
+    #[test]
+    fn values_that_crashed_the_daemon_are_refused_at_load_naming_key_and_range() {
+        let synthetic = |extra: &str| format!("[model]\npath = \"m\"\n[source]\nkind = \"synthetic\"\n{extra}");
+        for (text, key) in [
+            (format!("{MINIMAL}[pipeline]\nmax_fps = 1e-300\n"), "pipeline.max_fps"),
+            (synthetic("fps = 1e-300\n"), "source.fps"),
+            (format!("[model]\npath = \"m\"\n[source]\nkind = \"images\"\npath = \"d\"\nfps = 1e-300\n"), "source.fps"),
+            (format!("{MINIMAL}[mqtt]\nqueue_capacity = 1000000000\n"), "mqtt.queue_capacity"),
+            (synthetic("roi = [0, 0, 100000, 100000]\n"), "source.roi"),
+            (format!("{MINIMAL}[mqtt]\nstats_interval_s = 9223372036854775807\n"), "mqtt.stats_interval_s"),
+            (format!("{MINIMAL}[mqtt]\nkeep_alive_s = 65536\n"), "mqtt.keep_alive_s"),
+            (format!("{MINIMAL}[pipeline]\nno_signal_luma = 1e9\n"), "pipeline.no_signal_luma"),
+            (format!("{MINIMAL}[pipeline]\nfrozen_mad = nan\n"), "pipeline.frozen_mad"),
+            (format!("{MINIMAL}[pipeline]\nno_signal_luma = -1\n"), "pipeline.no_signal_luma"),
+        ] {
+            let e = load(&text).unwrap_err();
+            assert!(matches!(e, ConfigError::Invalid(_, k, _) if k == key), "{text}: {e}");
+            let named = [" between ", "fit a 7680x4320 frame"].iter().any(|r| e.to_string().contains(r));
+            assert!(named, "the range is named: {e}");
+        }
+    }
+
+    #[test]
+    fn the_edges_of_each_range_are_accepted() {
+        let text = format!(
+            "{MINIMAL}roi = [0, 0, 7680, 4320]\nfps = 240\n[pipeline]\nmax_fps = 1000\nno_signal_luma = 64\nfrozen_mad = 0\n\
+             [mqtt]\nqueue_capacity = 10000\nkeep_alive_s = 65535\nstats_interval_s = 86400\n"
+        );
+        let c = load(&text).unwrap();
+        assert_eq!((c.mqtt.queue_capacity, c.mqtt.keep_alive_s), (10_000, 65_535));
+    }
+
+    #[test]
+    fn a_v4l2_source_is_parsed_once_into_device_spec_fourcc_and_size() {
+        let text = "[model]\npath = \"m\"\n[source]\nkind = \"v4l2\"\ndevice = \"card:USB3.0 Capture\"\nformat = \"yuyv\"\n\
+                    width = 1920\nheight = 1080\nfps = 29.97\n";
+        let c = load(text).unwrap();
+        let SourceKind::V4l2(v) = &c.source.kind else { panic!("{:?}", c.source.kind) };
+        assert_eq!(v.device, crate::capture::v4l2::DeviceSpec::Card("USB3.0 Capture".into()));
+        assert_eq!((v.want.fourcc, v.want.size, v.want.fps, v.buffers), (Some(*b"YUYV"), Some((1920, 1080)), Some(29.97), 4));
+    }
+
+    #[test]
+    fn mqtt_settings_carry_the_checked_values_and_the_given_password() {
+        let c = load(&format!("{MINIMAL}[mqtt]\nurl = \"mqtts://broker\"\nkeep_alive_s = 65535\nqueue_capacity = 9\n")).unwrap();
+        assert_eq!((c.mqtt.tls, c.mqtt.host.as_str(), c.mqtt.port), (true, "broker", 8883));
+        let s = c.mqtt.settings(Some("pw".into()));
+        assert_eq!((s.keep_alive_s, s.queue_capacity, s.password.as_deref()), (65535, 9, Some("pw")));
     }
 }

@@ -8,9 +8,9 @@ use sha2::{Digest, Sha256};
 use super::StartError;
 use crate::capture::images::ImageSource;
 use crate::capture::synthetic::{PhantomConfig, SyntheticSource};
-use crate::capture::v4l2::{negotiate, DeviceSpec, V4l2Settings, V4l2Source, Want};
+use crate::capture::v4l2::{V4l2Settings, V4l2Source};
 use crate::capture::FrameSource;
-use crate::config::{valid_topic_level, Config, MqttConfig, SourceConfig};
+use crate::config::{valid_topic_level, Config, MqttConfig, SourceConfig, SourceKind};
 use crate::infer::{LoadOptions, Model, Overrides};
 use crate::publish::mqtt::MqttSettings;
 use crate::publish::Identity;
@@ -43,24 +43,21 @@ pub fn identity(cfg: &Config, model: &Model) -> Result<Identity, StartError> {
 
 /// The configured frame source. Absent folders or devices are reported by the source at run time.
 pub fn build_source(cfg: &SourceConfig) -> Result<Box<dyn FrameSource>, StartError> {
-    Ok(match cfg {
-        SourceConfig::Synthetic { seed, fps, .. } => {
+    Ok(match &cfg.kind {
+        SourceKind::Synthetic { seed, fps } => {
             Box::new(SyntheticSource::new(PhantomConfig { seed: *seed, fps: *fps, ..PhantomConfig::default() }))
         }
-        SourceConfig::Images { path, fps, looping, .. } => Box::new(ImageSource::new(path.clone(), *fps, *looping)),
-        SourceConfig::V4l2 { .. } => Box::new(V4l2Source::new(v4l2_settings(cfg)?)),
+        SourceKind::Images { path, fps, looping } => Box::new(ImageSource::new(path.clone(), *fps, *looping)),
+        SourceKind::V4l2(settings) => Box::new(V4l2Source::new(settings.clone())),
     })
 }
 
-/// The grabber settings of a `kind = "v4l2"` source.
+/// The grabber settings of a `kind = "v4l2"` source (parsed when the config was loaded).
 pub fn v4l2_settings(cfg: &SourceConfig) -> Result<V4l2Settings, StartError> {
-    let SourceConfig::V4l2 { device, format, width, height, fps, buffers, .. } = cfg else {
-        return Err(StartError::Config("source.kind is not \"v4l2\"".into()));
-    };
-    let device = DeviceSpec::parse(device).map_err(|e| StartError::Config(format!("source.device: {e}")))?;
-    let fourcc = negotiate::parse_fourcc(format).map_err(|e| StartError::Config(format!("source.format: {e}")))?;
-    let size = width.zip(*height);
-    Ok(V4l2Settings { device, want: Want { fourcc, size, fps: *fps }, buffers: *buffers })
+    match &cfg.kind {
+        SourceKind::V4l2(settings) => Ok(settings.clone()),
+        _ => Err(StartError::Config("source.kind is not \"v4l2\"".into())),
+    }
 }
 
 /// MQTT settings with the password read from SONOEDGE_MQTT_PASSWORD or `password_file`.
@@ -70,18 +67,7 @@ pub fn mqtt_settings(m: &MqttConfig) -> Result<MqttSettings, StartError> {
         (None, Some(file)) => Some(read_secret(file)?),
         (None, None) => None,
     };
-    Ok(MqttSettings {
-        url: m.url.clone(),
-        qos: m.qos,
-        topic_prefix: m.topic_prefix.clone(),
-        keep_alive_s: m.keep_alive_s,
-        queue_capacity: m.queue_capacity,
-        username: m.username.clone(),
-        password,
-        ca_file: m.ca_file.clone(),
-        client_cert: m.client_cert.clone(),
-        client_key: m.client_key.clone(),
-    })
+    Ok(m.settings(password))
 }
 
 fn read_secret(file: &Path) -> Result<String, StartError> {

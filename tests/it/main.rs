@@ -10,6 +10,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod config_props;
 mod daemon_mqtt;
 mod demo_model;
 mod eval_cli;

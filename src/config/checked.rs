@@ -1,0 +1,135 @@
+//! The one checked conversion from the raw config (what serde read) to the typed [`Config`]: every
+//! value is range-checked (src/config/ranges.rs) and parsed here, and nowhere else.
+
+use super::raw::{RawConfig, RawMqtt, RawSource};
+use super::{ranges, valid_topic_level, Config, MqttConfig, SourceConfig, SourceKind};
+use crate::capture::v4l2::negotiate::{parse_fourcc, Want};
+use crate::capture::v4l2::{DeviceSpec, V4l2Settings};
+use crate::publish::mqtt::parse_url;
+
+/// A bad value: the key and what is allowed.
+type Bad = (&'static str, String);
+
+/// Tags a range message with its key.
+fn at(key: &'static str) -> impl FnOnce(String) -> Bad {
+    move |why| (key, why)
+}
+
+impl RawConfig {
+    /// SONOEDGE_MQTT_URL and SONOEDGE_MQTT_USERNAME replace the file's values (then are checked).
+    pub(super) fn apply_env(&mut self) {
+        if let Ok(url) = std::env::var("SONOEDGE_MQTT_URL") {
+            self.mqtt.url = url;
+        }
+        if let Ok(user) = std::env::var("SONOEDGE_MQTT_USERNAME") {
+            self.mqtt.username = Some(user);
+        }
+    }
+
+    /// Checks every value and parses it into its type.
+    pub(super) fn into_config(self) -> Result<Config, Bad> {
+        self.check_top()?;
+        Ok(Config {
+            source: self.source.into_checked()?,
+            mqtt: self.mqtt.into_checked()?,
+            device_id: self.device_id,
+            model: self.model,
+            pipeline: self.pipeline,
+        })
+    }
+
+    fn check_top(&self) -> Result<(), Bad> {
+        if let Some(id) = &self.device_id {
+            if !valid_topic_level(id) {
+                return Err(("device_id", format!("{id:?} must be 1-64 characters of a-z, A-Z, 0-9, '-' or '_'")));
+            }
+        }
+        if self.model.path.as_os_str().is_empty() {
+            return Err(("model.path", "must name an .onnx file or an export folder".into()));
+        }
+        ranges::within(self.model.threads, &ranges::THREADS).map_err(at("model.threads"))?;
+        if let Some(labels) = &self.model.labels {
+            ranges::labels(labels).map_err(at("model.labels"))?;
+        }
+        let p = &self.pipeline;
+        ranges::min_interval(p.max_fps).map_err(at("pipeline.max_fps"))?;
+        ranges::within(p.no_signal_luma, &ranges::NO_SIGNAL_LUMA).map_err(at("pipeline.no_signal_luma"))?;
+        ranges::within(p.frozen_mad, &ranges::FROZEN_MAD).map_err(at("pipeline.frozen_mad"))?;
+        Ok(())
+    }
+}
+
+impl RawMqtt {
+    fn into_checked(self) -> Result<MqttConfig, Bad> {
+        let (tls, host, port) = parse_url(&self.url).map_err(|e| ("mqtt.url", e.to_string()))?;
+        if port == 0 {
+            return Err(("mqtt.url", format!("{:?}: the port must be 1-65535", super::redact_url(&self.url))));
+        }
+        let qos = ranges::within(self.qos, &(0..=2)).map_err(at("mqtt.qos"))?;
+        if !valid_topic_level(&self.topic_prefix) {
+            return Err(("mqtt.topic_prefix", format!("{:?} must be one topic level of a-z, A-Z, 0-9, '-' or '_'", self.topic_prefix)));
+        }
+        let stats_s = ranges::within(self.stats_interval_s, &ranges::STATS_INTERVAL_S).map_err(at("mqtt.stats_interval_s"))?;
+        let queue_capacity = ranges::within(self.queue_capacity, &ranges::QUEUE_CAPACITY).map_err(at("mqtt.queue_capacity"))?;
+        let keep_alive_s = ranges::within(self.keep_alive_s, &ranges::KEEP_ALIVE_S).map_err(at("mqtt.keep_alive_s"))?;
+        if let Some(user) = &self.username {
+            ranges::username(user).map_err(at("mqtt.username"))?;
+        }
+        if self.client_cert.is_some() != self.client_key.is_some() {
+            return Err(("mqtt.client_cert", "mqtt.client_cert and mqtt.client_key: give both or neither".into()));
+        }
+        Ok(MqttConfig {
+            url: self.url,
+            tls,
+            host,
+            port,
+            qos,
+            topic_prefix: self.topic_prefix,
+            stats_interval: std::time::Duration::from_secs(stats_s),
+            queue_capacity,
+            keep_alive_s: u16::try_from(keep_alive_s).map_err(|e| ("mqtt.keep_alive_s", e.to_string()))?,
+            username: self.username,
+            password_file: self.password_file,
+            ca_file: self.ca_file,
+            client_cert: self.client_cert,
+            client_key: self.client_key,
+        })
+    }
+}
+
+impl RawSource {
+    fn into_checked(self) -> Result<SourceConfig, Bad> {
+        let (roi, fan, deinterlace) = match &self {
+            RawSource::Synthetic { roi, fan, .. } | RawSource::Images { roi, fan, .. } => (*roi, *fan, Default::default()),
+            RawSource::V4l2 { roi, fan, interlace, .. } => (*roi, *fan, *interlace),
+        };
+        let roi = roi.map(ranges::roi).transpose().map_err(at("source.roi"))?;
+        let fan = fan.map(ranges::fan).transpose().map_err(at("source.fan"))?;
+        Ok(SourceConfig { kind: self.into_kind()?, roi, fan, deinterlace })
+    }
+
+    fn into_kind(self) -> Result<SourceKind, Bad> {
+        Ok(match self {
+            RawSource::Synthetic { seed, fps, .. } => SourceKind::Synthetic { seed, fps: checked_fps(fps)? },
+            RawSource::Images { path, fps, looping, .. } => {
+                if path.as_os_str().is_empty() {
+                    return Err(("source.path", "must name a folder or an image file".into()));
+                }
+                SourceKind::Images { path, fps: checked_fps(fps)?, looping }
+            }
+            RawSource::V4l2 { device, format, width, height, fps, buffers, .. } => {
+                let device = DeviceSpec::parse(&device).map_err(at("source.device"))?;
+                let fourcc = parse_fourcc(&format).map_err(at("source.format"))?;
+                let size = ranges::size(width, height).map_err(at("source.width"))?;
+                let fps = fps.map(checked_fps).transpose()?;
+                let buffers = ranges::within(buffers, &ranges::BUFFERS).map_err(at("source.buffers"))?;
+                SourceKind::V4l2(V4l2Settings { device, want: Want { fourcc, size, fps }, buffers })
+            }
+        })
+    }
+}
+
+/// A source frame rate whose interval is a valid Duration.
+fn checked_fps(fps: f64) -> Result<f64, Bad> {
+    ranges::frame_interval(fps).map(|_| fps).map_err(at("source.fps"))
+}
