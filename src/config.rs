@@ -249,7 +249,7 @@ mod tests {
         for (text, key) in [
             (format!("{MINIMAL}[pipeline]\nmax_fps = 1e-300\n"), "pipeline.max_fps"),
             (synthetic("fps = 1e-300\n"), "source.fps"),
-            (format!("[model]\npath = \"m\"\n[source]\nkind = \"images\"\npath = \"d\"\nfps = 1e-300\n"), "source.fps"),
+            ("[model]\npath = \"m\"\n[source]\nkind = \"images\"\npath = \"d\"\nfps = 1e-300\n".to_string(), "source.fps"),
             (format!("{MINIMAL}[mqtt]\nqueue_capacity = 1000000000\n"), "mqtt.queue_capacity"),
             (synthetic("roi = [0, 0, 100000, 100000]\n"), "source.roi"),
             (format!("{MINIMAL}[mqtt]\nstats_interval_s = 9223372036854775807\n"), "mqtt.stats_interval_s"),
