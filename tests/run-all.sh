@@ -7,6 +7,13 @@
 # runs the V4L2 system test in VMs (x86-64 and aarch64 guests with the vivid driver).
 # Prints each stage's time and, last, one line per architecture and a total.
 #
+# Budget (CI allows 90 min on 2 cores, cold). Measured 2026-12-01, cold, with 3-4 other tract builds
+# sharing the cores: x86-64 build 26 min, aarch64 22, armv7 17, ARM test runs 6-7 min each, .deb 11,
+# VMs 3: about 98 min in all, over budget under that sharing (an earlier cold run alone: 64 min).
+# Warm: quick tier 690 s. New stages must fit inside: lint <= 5 min cold, release build <= 12 min
+# cold, each ARM test run <= 7 min, VMs <= 4 min; hardening, capture, clinical, eval and fleet tests
+# get <= 3 min of x86-64 test time together (they run three more times on ARM).
+#
 # Usage: tests/run-all.sh            every stage (CI)
 #        tests/run-all.sh --quick    day-to-day: lint, x86-64 build and tests, the front door only
 #                                    (no ARM, no parity, no glibc check, no .deb, no VMs)
