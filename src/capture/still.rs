@@ -157,7 +157,7 @@ fn into_still(img: DynamicImage) -> Result<Still, ColorType> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use image::{GrayAlphaImage, LumaA, Rgba, RgbaImage};
 
@@ -226,8 +226,9 @@ mod tests {
         png
     }
 
-    /// A real 16x16 JPEG whose SOF0 is rewritten to claim `width` x `height`.
-    fn jpeg_claiming(width: u16, height: u16) -> Vec<u8> {
+    /// A real 16x16 JPEG whose SOF0 is rewritten to claim `width` x `height` (also used by the
+    /// MJPG decoder's tests).
+    pub(crate) fn jpeg_claiming(width: u16, height: u16) -> Vec<u8> {
         let mut jpeg = Vec::new();
         let img = RgbImage::from_fn(16, 16, |x, y| image::Rgb([x as u8 * 16, y as u8 * 16, 128]));
         img.write_to(&mut std::io::Cursor::new(&mut jpeg), image::ImageFormat::Jpeg).unwrap();

@@ -130,16 +130,7 @@ mod tests {
         assert!(check_complete(&[]).is_err());
     }
 
-    /// A real 16x16 JPEG whose SOF0 is rewritten to claim `width` x `height`.
-    fn jpeg_claiming(width: u16, height: u16) -> Vec<u8> {
-        let mut jpeg = Vec::new();
-        let img = image::RgbImage::from_fn(16, 16, |x, y| image::Rgb([x as u8 * 16, y as u8 * 16, 128]));
-        img.write_to(&mut std::io::Cursor::new(&mut jpeg), image::ImageFormat::Jpeg).unwrap();
-        let sof = jpeg.windows(2).position(|w| w == [0xFF, 0xC0]).expect("a baseline JPEG has SOF0");
-        jpeg[sof + 5..sof + 7].copy_from_slice(&height.to_be_bytes());
-        jpeg[sof + 7..sof + 9].copy_from_slice(&width.to_be_bytes());
-        jpeg
-    }
+    use crate::capture::still::tests::jpeg_claiming;
 
     #[test]
     fn a_jpeg_of_the_negotiated_size_decodes() {
