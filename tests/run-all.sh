@@ -53,8 +53,10 @@ setup_quick() {
     local need=()
     command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
     command -v openssl >/dev/null || need+=(openssl)
-    # bindgen needs libclang itself: an llvm-14 folder without it (LLVM alone) is not enough.
-    compgen -G "/usr/lib/llvm-*/lib/libclang*.so*" >/dev/null || need+=(libclang-dev)
+    # bindgen needs libclang itself (libclang-NN.so.N or libclang.so): libclang-cpp, which LLVM's
+    # tools bring in, matches a looser glob but is not it (a fresh machine failed on exactly that).
+    compgen -G "/usr/lib/llvm-*/lib/libclang.so*" >/dev/null || compgen -G "/usr/lib/llvm-*/lib/libclang-[0-9]*.so*" >/dev/null ||
+        need+=(libclang-dev)
     apt_install "${need[@]}"
     cargo fmt --version >/dev/null 2>&1 && cargo clippy --version >/dev/null 2>&1 ||
         rustup component add rustfmt clippy >/dev/null 2>&1 ||
