@@ -122,18 +122,26 @@ impl Default for PipelineConfig {
     }
 }
 
-/// Broker settings, checked; the password is read only when connecting ([`MqttConfig::settings`]).
-#[derive(Debug, Clone)]
-pub struct MqttConfig {
+/// One broker URL, checked and parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerUrl {
     /// `mqtt://host[:port]` or `mqtts://host[:port]` as given (it parsed; shown only redacted).
     pub url: String,
     pub tls: bool,
     pub host: String,
     /// 1-65535.
     pub port: u16,
+}
+
+/// Broker settings, checked; the password is read only when connecting ([`MqttConfig::settings`]).
+#[derive(Debug, Clone)]
+pub struct MqttConfig {
+    /// `mqtt.url` as a one-element list, or `mqtt.urls`: 1-16 distinct URLs of one scheme, tried in
+    /// turn (src/publish/policy.rs).
+    pub brokers: Vec<BrokerUrl>,
     /// 0, 1 or 2.
     pub qos: u8,
-    /// One topic level.
+    /// One or more topic levels (`site/ward/sonoedge`), checked by `ranges::topic_prefix`.
     pub topic_prefix: String,
     /// Time between `stats` messages (zero = off), at most a day.
     pub stats_interval: Duration,
@@ -155,15 +163,15 @@ impl MqttConfig {
         self.stats_interval
     }
 
-    /// The broker URL with any `user:password@` replaced, for messages and logs.
-    pub fn redacted_url(&self) -> String {
-        redact_url(&self.url)
+    /// The broker URLs, comma-separated, with any `user:password@` replaced, for messages and logs.
+    pub fn redacted_urls(&self) -> String {
+        self.brokers.iter().map(|b| redact_url(&b.url)).collect::<Vec<_>>().join(", ")
     }
 
     /// What the MQTT client needs, with the password read by the caller (never stored here).
     pub fn settings(&self, password: Option<String>) -> MqttSettings {
         MqttSettings {
-            url: self.url.clone(),
+            urls: self.brokers.iter().map(|b| b.url.clone()).collect(),
             qos: self.qos,
             topic_prefix: self.topic_prefix.clone(),
             keep_alive_s: self.keep_alive_s.into(),
@@ -288,8 +296,50 @@ mod tests {
     #[test]
     fn mqtt_settings_carry_the_checked_values_and_the_given_password() {
         let c = load(&format!("{MINIMAL}[mqtt]\nurl = \"mqtts://broker\"\nkeep_alive_s = 65535\nqueue_capacity = 9\n")).unwrap();
-        assert_eq!((c.mqtt.tls, c.mqtt.host.as_str(), c.mqtt.port), (true, "broker", 8883));
+        let b = &c.mqtt.brokers[0];
+        assert_eq!((c.mqtt.brokers.len(), b.tls, b.host.as_str(), b.port), (1, true, "broker", 8883));
         let s = c.mqtt.settings(Some("pw".into()));
         assert_eq!((s.keep_alive_s, s.queue_capacity, s.password.as_deref()), (65535, 9, Some("pw")));
+    }
+
+    fn urls_of(c: &Config) -> Vec<(&str, u16)> {
+        c.mqtt.brokers.iter().map(|b| (b.host.as_str(), b.port)).collect()
+    }
+
+    #[test]
+    fn several_broker_urls_are_kept_in_order_and_one_url_is_a_list_of_one() {
+        let c = load(&format!("{MINIMAL}[mqtt]\nurls = [\"mqtt://a:1884\", \"mqtt://b\", \"mqtt://[::1]:1885\"]\n")).unwrap();
+        assert_eq!(urls_of(&c), vec![("a", 1884), ("b", 1883), ("::1", 1885)]);
+        assert_eq!(c.mqtt.settings(None).urls, vec!["mqtt://a:1884", "mqtt://b", "mqtt://[::1]:1885"]);
+        let c = load(&format!("{MINIMAL}[mqtt]\nurl = \"mqtt://a:1884\"\n")).unwrap();
+        assert_eq!(urls_of(&c), vec![("a", 1884)]);
+        assert_eq!(urls_of(&load(MINIMAL).unwrap()), vec![("127.0.0.1", 1883)], "the default broker");
+    }
+
+    #[test]
+    fn broker_lists_that_would_mislead_are_refused_naming_mqtt_urls() {
+        let many = format!("[{}]", (0..17).map(|i| format!("\"mqtt://h{i}\"")).collect::<Vec<_>>().join(", "));
+        for (mqtt, says) in [
+            ("url = \"mqtt://a\"\nurls = [\"mqtt://b\"]", "not both"),
+            ("urls = []", "1 to 16"),
+            (&format!("urls = {many}") as &str, "1 to 16"),
+            ("urls = [\"mqtt://a\", \"mqtt://a:1883\"]", "twice"),
+            ("urls = [\"mqtts://a\", \"mqtt://b\"]", "one scheme"),
+            ("urls = [\"mqtt://a\", \"tcp://b\"]", "entry 2"),
+            ("urls = [\"mqtt://a\", \"mqtt://b:0\"]", "entry 2"),
+        ] {
+            let e = load(&format!("{MINIMAL}[mqtt]\n{mqtt}\n")).unwrap_err();
+            assert!(matches!(&e, ConfigError::Invalid(_, "mqtt.urls", why) if why.contains(says)), "{mqtt}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_multi_level_topic_prefix_is_accepted_and_a_bad_one_names_the_key() {
+        let c = load(&format!("{MINIMAL}[mqtt]\ntopic_prefix = \"site/ward/sonoedge\"\n")).unwrap();
+        assert_eq!(c.mqtt.topic_prefix, "site/ward/sonoedge");
+        for bad in ["site/+/x", "site/#", "/site", "site/", "a//b", ""] {
+            let e = load(&format!("{MINIMAL}[mqtt]\ntopic_prefix = \"{bad}\"\n")).unwrap_err();
+            assert!(matches!(e, ConfigError::Invalid(_, "mqtt.topic_prefix", _)), "{bad}: {e}");
+        }
     }
 }

@@ -1,14 +1,20 @@
-//! `sonoedge check --config FILE`: validates config and model, tries the source and the broker once,
-//! and prints one verdict line per part. Exit 0 all good, 78 config/model unusable, 69 source or
-//! broker unreachable now (which `run` would tolerate and retry).
+//! `sonoedge check --config FILE`: validates config and model, tries the source once, and for each
+//! broker URL connects and proves delivery with a probe (src/publish/probe.rs); one verdict line per
+//! part. Exit 0 all good (delivery seen, or not verifiable and said so), 78 config/model unusable,
+//! 69 source or broker unreachable now (which `run` would tolerate and retry) or delivery failing
+//! (QoS refused, publish denied, size limit: what `run` would count as sent and lose).
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use super::run::RunArgs;
 use sonoedge::capture::convert::Roi;
 use sonoedge::config::Config;
 use sonoedge::daemon::{build_source, identity, load_model, mqtt_settings, StartError};
-use sonoedge::publish::mqtt::connect_options;
+use sonoedge::pipeline::stats::{Counters, StatsReporter};
+use sonoedge::publish::mqtt::{connect_options, redact_url};
+use sonoedge::publish::probe::{Attempt, Probe, Verdict, ECHO_WAIT, SMALL_BYTES, STEP_WAIT};
+use sonoedge::publish::{Identity, LatencyMs, Prediction, PublishCounters};
+use sonoedge::sysinfo::system_facts;
 
 pub const EXIT_UNAVAILABLE: i32 = 69;
 
@@ -26,7 +32,7 @@ pub fn run(args: &RunArgs) -> Result<i32, StartError> {
     let id = identity(&cfg, &model)?;
     println!("device  ok: topics under {}/{}/", cfg.mqtt.topic_prefix, id.device_id);
     let source_ok = try_source(&cfg);
-    let broker_ok = try_broker(&cfg)?;
+    let broker_ok = try_brokers(&cfg, &id, model.labels())?;
     Ok(if source_ok && broker_ok { 0 } else { EXIT_UNAVAILABLE })
 }
 
@@ -62,20 +68,102 @@ fn try_source(cfg: &Config) -> bool {
     false
 }
 
-fn try_broker(cfg: &Config) -> Result<bool, StartError> {
+fn try_brokers(cfg: &Config, id: &Identity, labels: &[String]) -> Result<bool, StartError> {
     let settings = mqtt_settings(&cfg.mqtt)?;
-    // The publisher's own options (TLS with client certificate included), under a probe's client id.
-    let options = connect_options(&settings, &format!("sonoedge-check-{}", std::process::id())).map_err(StartError::config)?;
-    let (_client, mut connection) = rumqttc::Client::new(options, 4);
-    let verdict = match connection.recv_timeout(Duration::from_secs(5)) {
-        Ok(Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_)))) => Ok(()),
-        Ok(Ok(other)) => Err(format!("unexpected first event {other:?}")),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err("no answer within 5 s".into()),
-    };
-    match &verdict {
-        Ok(()) => println!("broker  ok: {}", cfg.mqtt.redacted_url()),
-        Err(e) => println!("broker  UNAVAILABLE: {}: {e} (the daemon would keep retrying)", cfg.mqtt.redacted_url()),
+    // Validates TLS files and the like for every URL before anything is tried.
+    for url in &settings.urls {
+        connect_options(&settings, url, "sonoedge-check").map_err(StartError::config)?;
     }
-    Ok(verdict.is_ok())
+    let topic = format!("{}/{}/check", cfg.mqtt.topic_prefix, id.device_id);
+    let bytes = largest_message_bytes(id, labels);
+    let mut all_ok = true;
+    for url in &settings.urls {
+        let verdict = Probe { settings: &settings, url, topic: topic.clone(), qos: cfg.mqtt.qos, bytes }.run();
+        for line in verdict_lines(&verdict, &redact_url(url), &topic, cfg.mqtt.qos, bytes) {
+            println!("{line}");
+        }
+        all_ok &= !verdict.fails();
+    }
+    Ok(all_ok)
+}
+
+/// The bigger of a prediction for this model's labels and a stats message, with every number at its
+/// longest, plus room for topic-length differences: what the probe must match in size.
+fn largest_message_bytes(id: &Identity, labels: &[String]) -> usize {
+    let now = Instant::now();
+    let probs = labels.iter().map(|l| (l.clone(), 0.123_456_789_012_345_67)).collect();
+    let latency = LatencyMs { capture_to_preprocess: 12345.678, preprocess: 12345.678, inference: 12345.678, to_mqtt: 12345.678 };
+    let p = Prediction {
+        frame: u64::MAX,
+        generation: 0,
+        source_sequence: u64::MAX,
+        captured_wall: SystemTime::now(),
+        captured_monotonic: Duration::from_secs(u32::MAX.into()),
+        captured_at: now,
+        inferred_at: now,
+        label: labels.iter().max_by_key(|l| l.len()).cloned().unwrap_or_default(),
+        probs,
+        latency,
+    };
+    let prediction = p.to_json(id, now).to_string().len();
+    let stats = StatsReporter::new().report(&Counters::default(), &PublishCounters::default(), &id.device_id, system_facts());
+    // Stats counters are small at start; at u64::MAX each of its ~25 numbers takes up to 19 more digits.
+    prediction.max(stats.to_string().len() + 25 * 19) + 16
+}
+
+/// What to print for one broker: its reachability, then what delivery did.
+fn verdict_lines(v: &Verdict, url: &str, topic: &str, qos: u8, bytes: usize) -> Vec<String> {
+    let reached = format!("broker  ok: {url}");
+    let line = match v {
+        Verdict::Unreachable(why) => return vec![format!("broker  UNAVAILABLE: {url}: {why} (the daemon would keep retrying)")],
+        Verdict::Delivered { ms, granted, acked_as } => {
+            let mut notes = Vec::new();
+            if *acked_as < qos {
+                notes.push(format!("the broker acknowledged it as QoS {acked_as}: at least once, a duplicate is possible"));
+            }
+            if *granted < qos {
+                notes.push(format!("the broker grants subscribers at most QoS {granted}"));
+            }
+            let notes = if notes.is_empty() { String::new() } else { format!(" ({})", notes.join("; ")) };
+            format!("delivery ok: a {bytes}-byte probe at QoS {qos} on {topic} came back in {ms} ms{notes}")
+        }
+        Verdict::Unverified { .. } => format!(
+            "delivery UNVERIFIED: the broker acknowledged a {bytes}-byte probe at QoS {qos} on {topic} but refuses this user a \
+             subscription to it, so delivery cannot be seen from here (MQTT 3.1.1 brokers acknowledge denied publishes too); \
+             let the user read its own topics, or watch {topic} with a subscriber of yours"
+        ),
+        Verdict::QosRefused { works } => format!(
+            "delivery QOS REFUSED: the broker closed the connection or dropped a QoS {qos} publish on {topic}; QoS {works} got \
+             through: set mqtt.qos = {works} (NATS supports QoS 0 and 1 only)"
+        ),
+        Verdict::SizeLimit => format!(
+            "delivery SIZE LIMIT: a {SMALL_BYTES}-byte probe on {topic} came back, a {bytes}-byte one (the largest message the \
+             daemon sends) did not: raise the broker's maximum packet or message size"
+        ),
+        Verdict::Denied { first } => denied(first, topic, qos, bytes),
+    };
+    vec![reached, line]
+}
+
+fn denied(first: &Attempt, topic: &str, qos: u8, bytes: usize) -> String {
+    let own = topic.trim_end_matches("/check");
+    match first {
+        // mosquitto grants a subscription its ACL will not serve: a denied read looks the same.
+        Attempt::Lost => format!(
+            "delivery FAILED: the broker acknowledged a {bytes}-byte probe at QoS {qos} on {topic} and never delivered it \
+             (waited {} s; a {SMALL_BYTES}-byte one fared no better): its ACL denies this user publishing there, and \
+             predictions would be counted as sent and lost, or denies reading it back (mosquitto grants such a subscription \
+             and delivers nothing, so the two look alike). Let the user publish to {own}/# and read {topic}",
+            ECHO_WAIT.as_secs()
+        ),
+        Attempt::Closed { why, .. } => format!(
+            "delivery FAILED: the broker closed the connection on a QoS {qos} publish to {topic} ({why}), and on a \
+             {SMALL_BYTES}-byte one too: its ACL denies this user publishing there; let it publish to {own}/#"
+        ),
+        _ => format!(
+            "delivery FAILED: the broker did not acknowledge a QoS {qos} publish to {topic} within {} s: check its ACL \
+             for {own}/# and its log",
+            STEP_WAIT.as_secs()
+        ),
+    }
 }

@@ -2,7 +2,7 @@
 //! value is range-checked (src/config/ranges.rs) and parsed here, and nowhere else.
 
 use super::raw::{RawConfig, RawMqtt, RawSource};
-use super::{ranges, valid_topic_level, Config, MqttConfig, SourceConfig, SourceKind};
+use super::{ranges, valid_topic_level, BrokerUrl, Config, MqttConfig, SourceConfig, SourceKind};
 use crate::capture::v4l2::negotiate::{parse_fourcc, Want};
 use crate::capture::v4l2::{DeviceSpec, V4l2Settings};
 use crate::publish::mqtt::parse_url;
@@ -16,10 +16,14 @@ fn at(key: &'static str) -> impl FnOnce(String) -> Bad {
 }
 
 impl RawConfig {
-    /// SONOEDGE_MQTT_URL and SONOEDGE_MQTT_USERNAME replace the file's values (then are checked).
+    /// SONOEDGE_MQTT_URL (one URL, or several separated by commas) replaces `mqtt.url` and
+    /// `mqtt.urls`, SONOEDGE_MQTT_USERNAME `mqtt.username`; then they are checked like the file's.
     pub(super) fn apply_env(&mut self) {
         if let Ok(url) = std::env::var("SONOEDGE_MQTT_URL") {
-            self.mqtt.url = url;
+            (self.mqtt.url, self.mqtt.urls) = match url.contains(',') {
+                true => (None, Some(url.split(',').map(|u| u.trim().to_string()).collect())),
+                false => (Some(url), None),
+            };
         }
         if let Ok(user) = std::env::var("SONOEDGE_MQTT_USERNAME") {
             self.mqtt.username = Some(user);
@@ -61,14 +65,9 @@ impl RawConfig {
 
 impl RawMqtt {
     fn into_checked(self) -> Result<MqttConfig, Bad> {
-        let (tls, host, port) = parse_url(&self.url).map_err(|e| ("mqtt.url", e.to_string()))?;
-        if port == 0 {
-            return Err(("mqtt.url", format!("{:?}: the port must be 1-65535", super::redact_url(&self.url))));
-        }
+        let brokers = self.brokers()?;
         let qos = ranges::within(self.qos, &(0..=2)).map_err(at("mqtt.qos"))?;
-        if !valid_topic_level(&self.topic_prefix) {
-            return Err(("mqtt.topic_prefix", format!("{:?} must be one topic level of a-z, A-Z, 0-9, '-' or '_'", self.topic_prefix)));
-        }
+        ranges::topic_prefix(&self.topic_prefix).map_err(at("mqtt.topic_prefix"))?;
         let stats_s = ranges::within(self.stats_interval_s, &ranges::STATS_INTERVAL_S).map_err(at("mqtt.stats_interval_s"))?;
         let queue_capacity = ranges::within(self.queue_capacity, &ranges::QUEUE_CAPACITY).map_err(at("mqtt.queue_capacity"))?;
         let keep_alive_s = ranges::within(self.keep_alive_s, &ranges::KEEP_ALIVE_S).map_err(at("mqtt.keep_alive_s"))?;
@@ -79,10 +78,7 @@ impl RawMqtt {
             return Err(("mqtt.client_cert", "mqtt.client_cert and mqtt.client_key: give both or neither".into()));
         }
         Ok(MqttConfig {
-            url: self.url,
-            tls,
-            host,
-            port,
+            brokers,
             qos,
             topic_prefix: self.topic_prefix,
             stats_interval: std::time::Duration::from_secs(stats_s),
@@ -95,6 +91,52 @@ impl RawMqtt {
             client_key: self.client_key,
         })
     }
+}
+
+impl RawMqtt {
+    /// `url` as a list of one, or `urls`; neither: the default broker on this machine.
+    fn brokers(&self) -> Result<Vec<BrokerUrl>, Bad> {
+        match (&self.url, &self.urls) {
+            (Some(_), Some(_)) => Err(("mqtt.urls", "give mqtt.url (one broker) or mqtt.urls (several), not both".into())),
+            (Some(url), None) => Ok(vec![broker_url(url).map_err(at("mqtt.url"))?]),
+            (None, Some(urls)) => broker_list(urls).map_err(at("mqtt.urls")),
+            (None, None) => Ok(vec![broker_url("mqtt://127.0.0.1:1883").expect("the default URL parses")]),
+        }
+    }
+}
+
+/// 1-[`ranges::MAX_BROKERS`] URLs, each valid, no broker twice, one scheme for all: a list mixing
+/// mqtts and mqtt would fail over from an encrypted link to a plain one without a word.
+fn broker_list(urls: &[String]) -> Result<Vec<BrokerUrl>, String> {
+    if !(1..=ranges::MAX_BROKERS).contains(&urls.len()) {
+        return Err(format!("{} URLs; give 1 to {}", urls.len(), ranges::MAX_BROKERS));
+    }
+    let mut brokers: Vec<BrokerUrl> = Vec::with_capacity(urls.len());
+    for (i, url) in urls.iter().enumerate() {
+        let b = broker_url(url).map_err(|e| format!("entry {}: {e}", i + 1))?;
+        if let Some(same) = brokers.iter().find(|o| (&o.host, o.port) == (&b.host, b.port)) {
+            return Err(format!(
+                "entry {}: {:?} names the broker of {:?} twice",
+                i + 1,
+                super::redact_url(url),
+                super::redact_url(&same.url)
+            ));
+        }
+        if brokers.first().is_some_and(|first| first.tls != b.tls) {
+            return Err("mixes mqtts:// and mqtt://: give all URLs one scheme (failover must not drop TLS)".into());
+        }
+        brokers.push(b);
+    }
+    Ok(brokers)
+}
+
+/// One broker URL, parsed (its user info, if any, shown only redacted).
+fn broker_url(url: &str) -> Result<BrokerUrl, String> {
+    let (tls, host, port) = parse_url(url).map_err(|e| e.to_string())?;
+    if port == 0 {
+        return Err(format!("{:?}: the port must be 1-65535", super::redact_url(url)));
+    }
+    Ok(BrokerUrl { url: url.to_string(), tls, host, port })
 }
 
 impl RawSource {

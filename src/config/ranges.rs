@@ -37,6 +37,14 @@ pub const FAN_PX: f64 = 100_000.0;
 pub const MAX_LABELS: usize = 10_000;
 /// MQTT user names: 1-256 bytes without control characters.
 pub const MAX_USERNAME: usize = 256;
+/// Broker URLs in `mqtt.urls`: a cluster's nodes or a primary and standbys; more would only
+/// lengthen a full round of attempts (8 s each once the backoff has grown).
+pub const MAX_BROKERS: usize = 16;
+/// `mqtt.topic_prefix`: at most this many levels and bytes. Topics add `/<device_id>/<kind>`
+/// (at most 76 bytes): well within MQTT's 65535 and within the limits brokers set (RabbitMQ and
+/// NATS map levels to routing keys and subjects, whose tools show long ones badly).
+pub const MAX_PREFIX_LEVELS: usize = 8;
+pub const MAX_PREFIX_BYTES: usize = 128;
 
 /// `v` within `range`, else a message naming the range.
 pub fn within<T: PartialOrd + std::fmt::Display>(v: T, range: &RangeInclusive<T>) -> Result<T, String> {
@@ -119,6 +127,28 @@ pub fn username(user: &str) -> Result<(), String> {
     }
 }
 
+/// A topic prefix of one or more levels (`site/ward/sonoedge`): no MQTT wildcard, no empty level
+/// (a leading, trailing or doubled `/`), at most [`MAX_PREFIX_LEVELS`] levels and
+/// [`MAX_PREFIX_BYTES`] bytes, each level of a-z, A-Z, 0-9, '-' or '_' (so no `$`: topics starting
+/// with it are the broker's own).
+pub fn topic_prefix(prefix: &str) -> Result<(), String> {
+    let bad = |why: &str| Err(format!("{prefix:?} {why}"));
+    if prefix.contains(['+', '#']) {
+        return bad("contains an MQTT wildcard ('+' or '#'): a topic to publish to cannot have one");
+    }
+    if prefix.is_empty() || prefix.starts_with('/') || prefix.ends_with('/') || prefix.contains("//") {
+        return bad("has an empty level: give levels separated by single '/', none leading or trailing (e.g. \"site/ward/sonoedge\")");
+    }
+    let levels = prefix.split('/').count();
+    if levels > MAX_PREFIX_LEVELS || prefix.len() > MAX_PREFIX_BYTES {
+        return bad(&format!("is too long: at most {MAX_PREFIX_LEVELS} levels and {MAX_PREFIX_BYTES} bytes"));
+    }
+    match prefix.split('/').find(|l| !l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')) {
+        Some(level) => bad(&format!("level {level:?}: each level may hold only a-z, A-Z, 0-9, '-' and '_'")),
+        None => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -146,5 +176,27 @@ mod tests {
         assert!(fan(f).is_ok());
         assert!(fan(Fan { radius_stop_px: 1e300, ..f }).is_err());
         assert!(fan(Fan { origin_px: [f64::NEG_INFINITY, 0.0], ..f }).is_err());
+    }
+
+    #[test]
+    fn a_topic_prefix_may_have_several_levels_but_no_wildcard_empty_level_or_excess() {
+        for ok in ["sonoedge", "site/ward/sonoedge", "a-1/b_2", &["l"; MAX_PREFIX_LEVELS].join("/")] {
+            assert!(topic_prefix(ok).is_ok(), "{ok}");
+        }
+        for (bad, says) in [
+            ("site/+/sonoedge", "wildcard"),
+            ("site/#", "wildcard"),
+            ("", "empty level"),
+            ("/site", "empty level"),
+            ("site/", "empty level"),
+            ("site//ward", "empty level"),
+            (&["l"; MAX_PREFIX_LEVELS + 1].join("/"), "at most 8 levels"),
+            (&"x".repeat(MAX_PREFIX_BYTES + 1), "128 bytes"),
+            ("$SYS/x", "level \"$SYS\""),
+            ("site/w ard", "only a-z"),
+        ] {
+            let e = topic_prefix(bad).unwrap_err();
+            assert!(e.contains(says), "{bad:?}: {e}");
+        }
     }
 }

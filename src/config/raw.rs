@@ -76,8 +76,11 @@ pub enum RawSource {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawMqtt {
-    /// `mqtt://host:port` or `mqtts://host:port`; env SONOEDGE_MQTT_URL overrides.
-    pub url: String,
+    /// `mqtt://host:port` or `mqtts://host:port`: one broker (a one-element `urls`).
+    pub url: Option<String>,
+    /// Several brokers, tried in turn; either this or `url`. Env SONOEDGE_MQTT_URL (one URL, or
+    /// several separated by commas) overrides both.
+    pub urls: Option<Vec<String>>,
     pub qos: u8,
     pub topic_prefix: String,
     /// Seconds between `stats` messages (0 = off).
@@ -97,7 +100,8 @@ pub struct RawMqtt {
 impl Default for RawMqtt {
     fn default() -> Self {
         RawMqtt {
-            url: "mqtt://127.0.0.1:1883".into(),
+            url: None,
+            urls: None,
             qos: 1,
             topic_prefix: "sonoedge".into(),
             stats_interval_s: 10,

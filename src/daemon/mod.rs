@@ -69,7 +69,7 @@ pub fn serve(cfg: &Config, stop: Arc<AtomicBool>, duration: Option<Duration>) ->
     let mut offline = Status::new(&identity, DaemonState::Offline, &source.describe());
     (offline.source_state, offline.gate) = (SourceState::Unknown, Gate::Offline);
     let publisher = MqttPublisher::start(&mqtt_settings(&cfg.mqtt)?, identity.clone(), &offline).map_err(StartError::config)?;
-    log::info!("publishing to {} under {}/{}/", cfg.mqtt.redacted_url(), cfg.mqtt.topic_prefix, identity.device_id);
+    log::info!("publishing to {} under {}/{}/", cfg.mqtt.redacted_urls(), cfg.mqtt.topic_prefix, identity.device_id);
     let parts = Parts {
         source,
         model,

@@ -5,6 +5,7 @@
 pub mod messages;
 pub mod mqtt;
 pub mod policy;
+pub mod probe;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

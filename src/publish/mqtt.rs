@@ -1,6 +1,8 @@
 //! MQTT publishing with rumqttc: topics under `<prefix>/<device_id>/`, retained status with a Last
 //! Will, and thin glue between rumqttc's event loop and the connection [`Policy`] (offline queue,
-//! backoff, in-flight accounting, counters), which does no I/O and is tested on its own.
+//! backoff, in-flight accounting, counters, which broker URL is next), which does no I/O and is
+//! tested on its own. The glue carries the policy's choice of URL out by swapping the event loop's
+//! options before its next attempt: one client, one queue, whichever broker serves it.
 
 mod cause;
 #[cfg(test)]
@@ -21,7 +23,8 @@ use cause::LogLimit;
 /// Everything needed to connect, resolved from config and environment.
 #[derive(Debug, Clone)]
 pub struct MqttSettings {
-    pub url: String,
+    /// Broker URLs, tried in turn (at least one).
+    pub urls: Vec<String>,
     pub qos: u8,
     pub topic_prefix: String,
     /// Must fit MQTT's 16-bit field (at most 65535); 0 turns keep-alive off (MQTT allows it, the
@@ -39,7 +42,7 @@ pub struct MqttSettings {
 #[derive(Debug, thiserror::Error)]
 pub enum MqttError {
     /// The URL (credentials redacted by [`redact_url`]) and what is wrong.
-    #[error("mqtt.url {0:?}: {1}")]
+    #[error("broker URL {0:?}: {1}")]
     Url(String, String),
     #[error("cannot read {0}: {1}; check mqtt.ca_file / client_cert / client_key")]
     Tls(PathBuf, std::io::Error),
@@ -109,6 +112,14 @@ struct Ctx {
     qos: QoS,
     identity: Identity,
     client: Client,
+    /// One broker URL per entry: its options (address, TLS, Last Will) and its name for the log.
+    brokers: Vec<BrokerOptions>,
+}
+
+struct BrokerOptions {
+    /// The URL with any user info redacted.
+    name: String,
+    options: MqttOptions,
 }
 
 impl MqttPublisher {
@@ -116,11 +127,16 @@ impl MqttPublisher {
     /// broker is a reported state, not an error.
     pub fn start(settings: &MqttSettings, identity: Identity, offline: &Status) -> Result<MqttPublisher, MqttError> {
         let topics = Topics::new(&settings.topic_prefix, &identity.device_id);
-        let options = options(settings, &identity.device_id, &topics, offline)?;
-        let (client, connection) = Client::new(options, 64);
-        let ctx = Arc::new(Ctx { topics, qos: qos(settings.qos), identity, client: client.clone() });
+        let brokers = settings
+            .urls
+            .iter()
+            .map(|url| Ok(BrokerOptions { name: redact_url(url), options: options(settings, url, &identity.device_id, &topics, offline)? }))
+            .collect::<Result<Vec<_>, MqttError>>()?;
+        let first = brokers.first().ok_or_else(|| MqttError::url("", "no broker URL given"))?.options.clone();
+        let (client, connection) = Client::new(first, 64);
+        let ctx = Arc::new(Ctx { topics, qos: qos(settings.qos), identity, client: client.clone(), brokers });
         let shared = Arc::new(Shared {
-            policy: Mutex::new(Policy::new(PolicyConfig::new(settings.queue_capacity, seed()))),
+            policy: Mutex::new(Policy::new(PolicyConfig::new(settings.queue_capacity, ctx.brokers.len(), seed()))),
             closing: AtomicBool::new(false),
             disconnect_sent: AtomicBool::new(false),
             stop: AtomicBool::new(false),
@@ -156,8 +172,8 @@ fn qos(q: u8) -> QoS {
     }
 }
 
-fn options(s: &MqttSettings, device_id: &str, topics: &Topics, offline: &Status) -> Result<MqttOptions, MqttError> {
-    let mut o = connect_options(s, &format!("sonoedge-{device_id}"))?;
+fn options(s: &MqttSettings, url: &str, device_id: &str, topics: &Topics, offline: &Status) -> Result<MqttOptions, MqttError> {
+    let mut o = connect_options(s, url, &format!("sonoedge-{device_id}"))?;
     // A clean session: rumqttc then drops what it held for resending, and the policy resends instead.
     o.set_clean_session(true);
     let will = serde_json::to_vec(offline).expect("status serializes");
@@ -165,10 +181,10 @@ fn options(s: &MqttSettings, device_id: &str, topics: &Topics, offline: &Status)
     Ok(o)
 }
 
-/// Broker address, keep-alive, credentials and TLS from the settings: what every connection of
-/// sonoedge's (the publisher's, `check`'s probe) shares.
-pub fn connect_options(s: &MqttSettings, client_id: &str) -> Result<MqttOptions, MqttError> {
-    let (tls, host, port) = parse_url(&s.url)?;
+/// The options for the broker at `url` (one of `s.urls`): address, keep-alive, credentials and TLS
+/// from the settings, what every connection of sonoedge's (the publisher's, `check`'s probe) shares.
+pub fn connect_options(s: &MqttSettings, url: &str, client_id: &str) -> Result<MqttOptions, MqttError> {
+    let (tls, host, port) = parse_url(url)?;
     // rumqttc would truncate a longer keep-alive to 16 bits (65536 s reaches the broker as 0: off).
     let keep_alive_s = u16::try_from(s.keep_alive_s).map_err(|_| MqttError::KeepAlive(s.keep_alive_s))?;
     let mut o = MqttOptions::new(client_id, host, port);
@@ -177,7 +193,7 @@ pub fn connect_options(s: &MqttSettings, client_id: &str) -> Result<MqttOptions,
         o.set_credentials(user, s.password.clone().unwrap_or_default());
     }
     if tls {
-        o.set_transport(Transport::tls_with_config(tls_config(s, &s.url)?));
+        o.set_transport(Transport::tls_with_config(tls_config(s, url)?));
     }
     Ok(o)
 }
@@ -225,7 +241,8 @@ struct EventLog {
     limit: LogLimit,
     /// The last loss was logged, so the reconnect that ends it is logged too.
     loss_logged: bool,
-    ever_connected: bool,
+    /// The broker URL (index) of the last session: a session on another one is always logged.
+    last_broker: Option<usize>,
 }
 
 fn event_loop(mut connection: Connection, shared: &Shared, ctx: &Ctx) {
@@ -244,7 +261,7 @@ fn event_loop(mut connection: Connection, shared: &Shared, ctx: &Ctx) {
             }
             Ok(Ok(event)) => on_event(event, shared, ctx, &mut log),
             Ok(Err(e)) => {
-                if !on_connection_error(&e, &mut connection.eventloop, shared, &mut log) {
+                if !on_connection_error(&e, &mut connection.eventloop, shared, ctx, &mut log) {
                     break;
                 }
             }
@@ -279,12 +296,14 @@ fn acked_then_flush(shared: &Shared, ctx: &Ctx, pkid: u16) {
 }
 
 fn on_connected(shared: &Shared, ctx: &Ctx, log: &mut EventLog) {
-    if !log.ever_connected || log.loss_logged {
-        log::info!("mqtt connected; publishing under {}", ctx.topics.status.trim_end_matches("/status"));
-    }
-    log.ever_connected = true;
     let status = shared.status.lock().unwrap().clone();
     let mut policy = shared.policy();
+    let broker = policy.broker();
+    if log.last_broker != Some(broker) || log.loss_logged {
+        let under = ctx.topics.status.trim_end_matches("/status");
+        log::info!("mqtt connected to {}; publishing under {under}", ctx.brokers[broker].name);
+    }
+    log.last_broker = Some(broker);
     policy.connected(Instant::now());
     if let Some(status) = status {
         policy.send_live(|| send_status(ctx, &status));
@@ -292,15 +311,20 @@ fn on_connected(shared: &Shared, ctx: &Ctx, log: &mut EventLog) {
     policy.flush(|p| hand_prediction(ctx, p));
 }
 
-/// Waits as the policy says before the next attempt; false when shutting down (no reconnect then).
-fn on_connection_error(e: &ConnectionError, eventloop: &mut EventLoop, shared: &Shared, log: &mut EventLog) -> bool {
+/// Waits as the policy says, then points the event loop at the broker URL the policy chose; false
+/// when shutting down (no reconnect then).
+fn on_connection_error(e: &ConnectionError, eventloop: &mut EventLoop, shared: &Shared, ctx: &Ctx, log: &mut EventLog) -> bool {
     // The policy is told first: from here on nothing is handed to the client until the next CONNACK.
-    let retry = shared.policy().connection_error(Instant::now());
+    let (failed, retry) = {
+        let mut policy = shared.policy();
+        (policy.broker(), policy.connection_error(Instant::now()))
+    };
     forget_client_copies(eventloop);
     if shared.closing.load(Ordering::Relaxed) {
         return false;
     }
-    log_loss(e, &retry, shared, log);
+    eventloop.mqtt_options = ctx.brokers[retry.broker].options.clone();
+    log_loss(e, &retry, shared, ctx, failed, log);
     let until = Instant::now() + retry.delay;
     while Instant::now() < until && !shared.stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(50));
@@ -319,14 +343,16 @@ fn forget_client_copies(eventloop: &mut EventLoop) {
     eventloop.state.collision = None;
 }
 
-fn log_loss(e: &ConnectionError, retry: &Retry, shared: &Shared, log: &mut EventLog) {
+fn log_loss(e: &ConnectionError, retry: &Retry, shared: &Shared, ctx: &Ctx, failed: usize, log: &mut EventLog) {
     let stable = shared.policy().config().stable_after;
-    let cause = cause::explain(e, retry.up_for, stable);
+    let cause = cause::explain(e, retry.up_for, stable, ctx.qos as u8);
     log.loss_logged = false;
     let Some(quiet) = log.limit.admit(cause.kind, Instant::now()) else { return };
     log.loss_logged = true;
     let quiet = if quiet > 0 { format!(" ({quiet} similar failures not logged)") } else { String::new() };
-    log::warn!("mqtt {}; retrying in {:.1} s, predictions are queued{quiet}", cause.text, retry.delay.as_secs_f64());
+    let (failed, next) = (&ctx.brokers[failed].name, &ctx.brokers[retry.broker].name);
+    let delay = retry.delay.as_secs_f64();
+    log::warn!("mqtt {failed}: {}; trying {next} in {delay:.1} s, predictions are queued{quiet}", cause.text);
 }
 
 fn send_status(ctx: &Ctx, status: &Status) -> bool {
@@ -402,7 +428,7 @@ mod tests {
 
     fn settings(url: &str) -> MqttSettings {
         MqttSettings {
-            url: url.into(),
+            urls: vec![url.into()],
             qos: 1,
             topic_prefix: "sonoedge".into(),
             keep_alive_s: 15,
@@ -444,7 +470,7 @@ mod tests {
             assert!(!shown.contains("secret") && !debug.contains("secret"), "{shown} / {debug}");
             assert!(shown.contains("***@host"), "{shown}");
         }
-        let e = connect_options(&settings("mqtt://user:secret@host"), "id").unwrap_err();
+        let e = connect_options(&settings("mqtt://user:secret@host"), "mqtt://user:secret@host", "id").unwrap_err();
         assert!(!e.to_string().contains("secret"), "{e}");
     }
 
@@ -452,10 +478,10 @@ mod tests {
     fn keep_alive_past_16_bits_is_an_error_naming_the_key() {
         let mut s = settings("mqtt://localhost");
         s.keep_alive_s = 65536;
-        let e = connect_options(&s, "id").unwrap_err();
+        let e = connect_options(&s, "mqtt://localhost", "id").unwrap_err();
         assert!(e.to_string().contains("mqtt.keep_alive_s 65536"), "{e}");
         s.keep_alive_s = 65535;
-        assert_eq!(connect_options(&s, "id").unwrap().keep_alive(), Duration::from_secs(65535));
+        assert_eq!(connect_options(&s, "mqtt://localhost", "id").unwrap().keep_alive(), Duration::from_secs(65535));
     }
 
     #[test]
@@ -515,6 +541,26 @@ mod tests {
         let [first, second] = broker.join().unwrap();
         let frames = |s: &[serde_json::Value]| s.iter().map(|v| v["frame"].as_u64().unwrap()).collect::<Vec<_>>();
         assert_eq!((frames(&first), frames(&second)), (vec![1, 2, 3], vec![1, 2, 3]));
+        p.shutdown(status, Duration::from_millis(100));
+    }
+
+    #[test]
+    fn when_the_first_broker_drops_the_link_the_next_url_gets_the_unacknowledged_predictions() {
+        let (port_a, a) = fake_broker::unacking_then_acking(3, Duration::from_secs(6));
+        let (port_b, b) = fake_broker::acking(Duration::from_secs(6));
+        let status = Status::new(&identity(), crate::state::DaemonState::Offline, "test");
+        let s = MqttSettings { urls: vec![format!("mqtt://127.0.0.1:{port_a}"), format!("mqtt://127.0.0.1:{port_b}")], ..settings("") };
+        let mut p = MqttPublisher::start(&s, identity(), &status).unwrap();
+        assert!(wait_for(Duration::from_secs(3), || p.counters().connected), "never connected");
+        for frame in 1..=3 {
+            p.publish(Outgoing::Prediction(prediction(frame)));
+        }
+        assert!(wait_for(Duration::from_secs(5), || p.counters().predictions_sent == 3), "{:?}", p.counters());
+        let c = p.counters();
+        assert_eq!((c.acked, c.requeued_unacked, c.reconnects, c.queue_depth, c.in_flight), (3, 3, 1, 0, 0));
+        let frames = |s: &[serde_json::Value]| s.iter().filter_map(|v| v["frame"].as_u64()).collect::<Vec<_>>();
+        let ([on_a, second_on_a], on_b) = (a.join().unwrap(), b.join().unwrap());
+        assert_eq!((frames(&on_a), frames(&second_on_a), frames(&on_b)), (vec![1, 2, 3], vec![], vec![1, 2, 3]));
         p.shutdown(status, Duration::from_millis(100));
     }
 }

@@ -17,6 +17,12 @@
 //! - Worst case, a broker that closes every connection right after CONNACK: at most 3600 / 8 = 450
 //!   connections an hour (about 400 with the mean wait of 9 s), where the old reset-on-CONNACK loop
 //!   made about 5900 (65 in 40 s).
+//! - Several brokers (`mqtt.urls`: a cluster's nodes, or a primary and a standby) form a ring with
+//!   no favourite: after every failed attempt and every lost session the next URL is tried, after
+//!   the same backoff. One mechanism, so the bounds above hold for the whole list (a cluster whose
+//!   every node closes after CONNACK sees at most 450 connections an hour from a cart, all nodes
+//!   together), and a node that stops after a stable session is replaced by the next one after
+//!   0.5-0.625 s. The cart stays on whichever node took it until that one fails.
 //! - [`STABLE_AFTER`] 20 s: the backoff starts again from 0.5 s only after a connection stayed up that
 //!   long. A broker that closes because of its own rules (ACL, client-id takeover, a refused QoS, its
 //!   max_packet_size) does so at the first publishes, within a second or two at the daemon's rates;
@@ -45,13 +51,23 @@ pub struct PolicyConfig {
     pub jitter: f64,
     /// How long a connection must stay up before the backoff starts again from `first_delay`.
     pub stable_after: Duration,
+    /// How many broker URLs there are to take turns (at least 1).
+    pub brokers: usize,
     /// Seed of the jitter's generator: tests inject one to get repeatable delays.
     pub seed: u64,
 }
 
 impl PolicyConfig {
-    pub fn new(queue_capacity: usize, seed: u64) -> PolicyConfig {
-        PolicyConfig { queue_capacity, first_delay: FIRST_DELAY, max_delay: MAX_DELAY, jitter: JITTER, stable_after: STABLE_AFTER, seed }
+    pub fn new(queue_capacity: usize, brokers: usize, seed: u64) -> PolicyConfig {
+        PolicyConfig {
+            queue_capacity,
+            first_delay: FIRST_DELAY,
+            max_delay: MAX_DELAY,
+            jitter: JITTER,
+            stable_after: STABLE_AFTER,
+            brokers: brokers.max(1),
+            seed,
+        }
     }
 }
 
@@ -64,6 +80,8 @@ pub struct Retry {
     pub up_for: Option<Duration>,
     /// Predictions put back into the queue because the broker had not acknowledged them.
     pub requeued: usize,
+    /// The index of the broker URL to try next.
+    pub broker: usize,
 }
 
 /// Something handed to the client: a prediction (kept, to be re-queued if the link drops) or a live
@@ -88,6 +106,8 @@ pub struct Policy<M> {
     /// Written under an id, waiting for the broker's acknowledgement; in the order written.
     awaiting: Vec<(u16, Slot<M>)>,
     link: Link,
+    /// The index of the broker URL connected to, or to be tried next.
+    broker: usize,
     ever_connected: bool,
     backoff: Backoff,
     counters: PublishCounters,
@@ -100,6 +120,7 @@ impl<M> Policy<M> {
             handed: VecDeque::new(),
             awaiting: Vec::new(),
             link: Link::Down,
+            broker: 0,
             ever_connected: false,
             backoff: Backoff::new(&cfg),
             counters: PublishCounters::default(),
@@ -109,6 +130,11 @@ impl<M> Policy<M> {
 
     pub fn config(&self) -> &PolicyConfig {
         &self.cfg
+    }
+
+    /// The index of the broker URL connected to, or to be tried next.
+    pub fn broker(&self) -> usize {
+        self.broker
     }
 
     pub fn is_connected(&self) -> bool {
@@ -143,7 +169,8 @@ impl<M> Policy<M> {
     }
 
     /// A connection was lost, or an attempt failed. Everything the broker has not acknowledged goes
-    /// back to the queue; the answer says how long to wait before the next attempt.
+    /// back to the queue; the answer says how long to wait, and which broker URL to try next: the
+    /// following one in the list, whether this one failed at once or after a long session.
     pub fn connection_error(&mut self, now: Instant) -> Retry {
         let up_for = match self.link {
             Link::Up { since } => Some(now.saturating_duration_since(since)),
@@ -154,7 +181,8 @@ impl<M> Policy<M> {
             self.backoff.reset(&self.cfg);
         }
         let requeued = self.requeue_unacknowledged();
-        Retry { delay: self.backoff.next_delay(&self.cfg), up_for, requeued }
+        self.broker = (self.broker + 1) % self.cfg.brokers;
+        Retry { delay: self.backoff.next_delay(&self.cfg), up_for, requeued, broker: self.broker }
     }
 
     /// Queues a prediction; when the queue is full its oldest entry is dropped and counted.
@@ -282,7 +310,7 @@ mod tests {
 
     /// Production constants without jitter, so delays can be asserted exactly.
     fn exact(queue_capacity: usize) -> Policy<u32> {
-        Policy::new(PolicyConfig { jitter: 0.0, ..PolicyConfig::new(queue_capacity, 1) })
+        Policy::new(PolicyConfig { jitter: 0.0, ..PolicyConfig::new(queue_capacity, 1, 1) })
     }
 
     /// Connects, hands over everything queued and returns what was handed, in order.
@@ -464,7 +492,7 @@ mod tests {
     #[test]
     fn jitter_stretches_each_delay_by_under_a_quarter_and_repeats_with_the_seed() {
         let delays = |seed| {
-            let mut p: Policy<u32> = Policy::new(PolicyConfig::new(4, seed));
+            let mut p: Policy<u32> = Policy::new(PolicyConfig::new(4, 1, seed));
             (0..12).map(|_| p.connection_error(Instant::now()).delay).collect::<Vec<_>>()
         };
         let (a, b) = (delays(42), delays(42));
@@ -479,7 +507,7 @@ mod tests {
 
     #[test]
     fn a_broker_that_always_closes_after_connack_sees_at_most_450_connections_an_hour() {
-        let mut p: Policy<u32> = Policy::new(PolicyConfig::new(4, 7));
+        let mut p: Policy<u32> = Policy::new(PolicyConfig::new(4, 1, 7));
         let start = Instant::now();
         let (mut now, mut connections) = (start, 0);
         while now < start + Duration::from_secs(3600) {
@@ -493,7 +521,7 @@ mod tests {
 
     #[test]
     fn after_a_ten_minute_outage_the_next_attempt_comes_within_ten_seconds_of_the_return() {
-        let mut p: Policy<u32> = Policy::new(PolicyConfig::new(4, 9));
+        let mut p: Policy<u32> = Policy::new(PolicyConfig::new(4, 1, 9));
         let start = Instant::now();
         let back = start + Duration::from_secs(600);
         let mut now = start;
@@ -501,5 +529,76 @@ mod tests {
             now += p.connection_error(now).delay;
         }
         assert!(now - back < Duration::from_secs(10), "{:?} after the broker returned", now - back);
+    }
+
+    /// Production constants without jitter, for `brokers` URLs.
+    fn ring(brokers: usize) -> Policy<u32> {
+        Policy::new(PolicyConfig { jitter: 0.0, ..PolicyConfig::new(8, brokers, 1) })
+    }
+
+    #[test]
+    fn failed_attempts_take_the_urls_in_turn_with_one_escalating_backoff() {
+        let mut p = ring(3);
+        let now = Instant::now();
+        assert_eq!(p.broker(), 0, "the first URL is tried first");
+        let tries: Vec<(usize, Duration)> = (0..7).map(|_| p.connection_error(now)).map(|r| (r.broker, r.delay)).collect();
+        let want = [(1, 500), (2, 1000), (0, 2000), (1, 4000), (2, 8000), (0, 8000), (1, 8000)];
+        assert_eq!(tries, want.map(|(b, d)| (b, ms(d))));
+        assert_eq!(p.broker(), 1);
+    }
+
+    #[test]
+    fn a_stable_session_lost_is_followed_by_the_next_url_after_the_first_delay() {
+        let mut p = ring(2);
+        let mut now = Instant::now();
+        p.connection_error(now); // the first URL is down at start: the second takes the cart
+        p.connected(now);
+        assert_eq!(p.broker(), 1);
+        now += STABLE_AFTER;
+        let retry = p.connection_error(now);
+        assert_eq!((retry.broker, retry.delay), (0, ms(500)));
+        p.connected(now + retry.delay);
+        assert_eq!((p.broker(), p.counters().reconnects), (0, 1), "the session stays on the URL that took it");
+    }
+
+    #[test]
+    fn predictions_unacknowledged_by_the_lost_broker_go_first_to_the_next_one() {
+        let mut p = ring(2);
+        let now = Instant::now();
+        p.connected(now);
+        for m in [1, 2, 3] {
+            p.push(m);
+        }
+        p.flush(|_| true);
+        p.written(Some(1));
+        p.acked(1);
+        p.written(Some(2));
+        let retry = p.connection_error(now);
+        p.push(4);
+        assert_eq!((retry.broker, retry.requeued), (1, 2));
+        assert_eq!(connect_and_flush(&mut p, now + retry.delay), vec![2, 3, 4]);
+        assert_eq!((p.counters().predictions_sent, accounted(&p)), (1, 4));
+    }
+
+    #[test]
+    fn one_url_is_retried_alone() {
+        let mut p = ring(1);
+        let brokers: Vec<usize> = (0..3).map(|_| p.connection_error(Instant::now()).broker).collect();
+        assert_eq!(brokers, vec![0, 0, 0]);
+    }
+
+    #[test]
+    fn a_cluster_whose_every_node_closes_after_connack_sees_at_most_450_connections_an_hour_in_all() {
+        let mut p: Policy<u32> = Policy::new(PolicyConfig::new(4, 3, 7));
+        let start = Instant::now();
+        let (mut now, mut per_node) = (start, [0u32; 3]);
+        while now < start + Duration::from_secs(3600) {
+            per_node[p.broker()] += 1;
+            p.connected(now);
+            now += p.connection_error(now + ms(50)).delay + ms(50);
+        }
+        let all: u32 = per_node.iter().sum();
+        assert!((380..=450).contains(&all), "{all} connections in an hour: {per_node:?}");
+        assert!(per_node.iter().all(|&n| n.abs_diff(all / 3) <= 1), "the nodes take turns: {per_node:?}");
     }
 }

@@ -28,6 +28,8 @@ enum Base {
     Images,
     /// Synthetic, with a TLS broker and a client certificate (cert and key go together).
     Tls,
+    /// Synthetic, with `mqtt.urls` instead of `mqtt.url` (the two exclude each other).
+    Brokers,
 }
 
 /// Every key with the base it lives in and values near and inside its domain (the hostile values
@@ -72,6 +74,7 @@ fn generators() -> Vec<(&'static str, Base, BoxedStrategy<Value>)> {
             Synthetic,
             prop_oneof![Just(s("mqtt://127.0.0.1:0")), Just(s("mqtts://h")), Just(s("mqtt://u:p@h:1")), words()].boxed(),
         ),
+        ("mqtt.urls", Brokers, broker_lists()),
         ("mqtt.qos", Synthetic, int(-1, 4)),
         ("mqtt.topic_prefix", Synthetic, words()),
         ("mqtt.stats_interval_s", Synthetic, int(-1, 100_000)),
@@ -100,6 +103,19 @@ fn floats(n: usize, lo: f64, hi: f64) -> BoxedStrategy<Value> {
 fn words() -> BoxedStrategy<Value> {
     let ch = prop_oneof![4 => prop::char::range('a', 'z'), 1 => Just('-'), 1 => Just('/'), 1 => any::<char>()];
     prop::collection::vec(ch, 0..70).prop_map(|c| Value::String(c.into_iter().collect())).boxed()
+}
+/// Lists of loopback URLs where nothing listens (ports 1 and 2), duplicates, bad ports and schemes.
+fn broker_lists() -> BoxedStrategy<Value> {
+    // Mostly valid entries: a list is accepted only if every entry is valid and names another broker.
+    let url = prop_oneof![
+        3 => Just(s("mqtt://127.0.0.1:1")),
+        3 => Just(s("mqtt://127.0.0.1:2")),
+        3 => Just(s("mqtt://[::1]:1")),
+        1 => Just(s("mqtts://127.0.0.1:1")),
+        1 => Just(s("mqtt://127.0.0.1:0")),
+        1 => words()
+    ];
+    prop::collection::vec(url, 0..4).prop_map(Value::Array).boxed()
 }
 fn roi() -> BoxedStrategy<Value> {
     let side = prop_oneof![8 => 0i64..=4000, 1 => Just(u32::MAX as i64), 1 => Just(-1)];
@@ -137,6 +153,10 @@ fn base(which: Base, broker_port: u16) -> Table {
              url = \"mqtts://127.0.0.1:{broker_port}\"\nca_file = \"/nonexistent\"\nclient_cert = \"/c\"\nclient_key = \"/k\"\n"
         ),
         Base::Images => format!("{common}[source]\nkind = \"images\"\npath = \"/nonexistent\"\nroi = [0, 0, 64, 64]\n"),
+        Base::Brokers => format!(
+            "device_id = \"props\"\n[model]\npath = \"{model}\"\nthreads = 1\n[source]\nkind = \"synthetic\"\n[mqtt]\n\
+             urls = [\"mqtt://127.0.0.1:{broker_port}\"]\n"
+        ),
     };
     text.parse().expect("the base documents are valid TOML")
 }

@@ -1,5 +1,6 @@
 //! The daemon against a real mosquitto: retained status and Last Will, clean stop, surviving a
-//! broker restart with every lost frame counted, TLS, and errors that name what to fix.
+//! broker restart with every lost frame counted, failover between two brokers, TLS, `check`'s
+//! delivery probe (an ACL that denies publishing), and errors that name what to fix.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -9,14 +10,19 @@ use crate::common::{self, *};
 const SIGTERM: i32 = 15;
 const SIGKILL: i32 = 9;
 
-fn config(url: &str, device: &str, source: &str, mqtt_extra: &str) -> String {
+pub fn config(url: &str, device: &str, source: &str, mqtt_extra: &str) -> String {
+    config_mqtt(&format!("url = \"{url}\"\n{mqtt_extra}"), device, source)
+}
+
+/// A config whose `[mqtt]` section is `mqtt` (plus stats every second).
+pub fn config_mqtt(mqtt: &str, device: &str, source: &str) -> String {
     format!(
-        "device_id = \"{device}\"\n[model]\npath = \"{model}\"\n[source]\n{source}\n[pipeline]\nmax_fps = 0\n[mqtt]\nurl = \"{url}\"\nstats_interval_s = 1\n{mqtt_extra}\n",
+        "device_id = \"{device}\"\n[model]\npath = \"{model}\"\n[source]\n{source}\n[pipeline]\nmax_fps = 0\n[mqtt]\nstats_interval_s = 1\n{mqtt}\n",
         model = repo("models/tiny-random/int8").display()
     )
 }
 
-const SYNTHETIC: &str = "kind = \"synthetic\"\nseed = 3\nfps = 20\n";
+pub const SYNTHETIC: &str = "kind = \"synthetic\"\nseed = 3\nfps = 20\n";
 
 #[test]
 fn status_is_online_retained_then_offline_after_sigkill_and_stopped_after_sigterm() {
@@ -184,10 +190,88 @@ fn check_gives_a_verdict_per_part_and_exit_69_when_the_broker_is_unreachable() {
     let ok = run_check(&broker.url());
     let text = String::from_utf8_lossy(&ok.stdout).to_string();
     assert_eq!(ok.status.code(), Some(0), "{text}");
-    for part in ["config  ok", "model   ok", "source  ok", "broker  ok"] {
+    for part in ["config  ok", "model   ok", "source  ok", "broker  ok", "delivery ok: a "] {
         assert!(text.contains(part), "{part} missing in {text}");
     }
     let down = run_check(&format!("mqtt://127.0.0.1:{}", free_port()));
     assert_eq!(down.status.code(), Some(69));
     assert!(String::from_utf8_lossy(&down.stdout).contains("broker  UNAVAILABLE"));
+}
+
+#[test]
+fn with_the_first_broker_stopped_the_second_takes_over_within_the_backoff_and_every_prediction_is_counted() {
+    let dir = scratch("failover");
+    let (mut a, b) = (Broker::start(&dir, ""), Broker::start(&dir, ""));
+    let topics = "sonoedge/failover-dev/#";
+    let (sub_a, sub_b) = (Subscriber::start(a.port, topics), Subscriber::start(b.port, topics));
+    let mqtt = format!("urls = [\"{}\", \"{}\"]", a.url(), b.url());
+    let mut d = Daemon::spawn(&dir, &config_mqtt(&mqtt, "failover-dev", SYNTHETIC));
+    assert!(wait_for(Duration::from_secs(30), || sub_a.on("/prediction").len() >= 5), "nothing on A; log:\n{}", d.log_text());
+    let stopped = std::time::Instant::now();
+    a.kill();
+    let online = sub_b.wait(Duration::from_secs(20), "/status", |p| p["state"] == "online");
+    let online = online.unwrap_or_else(|| panic!("B never took over; log:\n{}", d.log_text()));
+    let took = online.at - stopped;
+    eprintln!("failover: online on the second broker {took:?} after the first was killed");
+    // The connection was up less than STABLE_AFTER and never failed: the first delay, 0.5-0.625 s.
+    assert!(took < Duration::from_secs(3) * time_scale(), "failover took {took:?}");
+    assert!(wait_for(Duration::from_secs(30), || sub_b.on("/prediction").len() >= 10), "log:\n{}", d.log_text());
+    d.signal(SIGTERM);
+    assert_eq!(d.wait_exit(Duration::from_secs(15)), Some(0), "log:\n{}", d.log_text());
+    assert!(sub_b.wait(Duration::from_secs(5), "/status", |p| p["state"] == "stopped").is_some());
+    let stats = sub_b.on("/stats").last().expect("stats on B").payload.clone();
+    assert_every_prediction_counted(&stats, &[&sub_a, &sub_b]);
+}
+
+/// The final stats' identity (made = sent + dropped + queued + in flight), and every prediction
+/// made seen by a subscriber once the daemon stopped cleanly (nothing was dropped on the way).
+pub fn assert_every_prediction_counted(stats: &serde_json::Value, subs: &[&Subscriber]) {
+    assert_schema("stats.v1.schema.json", stats);
+    let n = |k: &str| stats.pointer(k).and_then(|v| v.as_u64()).unwrap_or_else(|| panic!("{k} in {stats}"));
+    assert_eq!((n("/dropped/source_lost"), n("/dropped/inference_error")), (0, 0), "{stats}");
+    let made = n("/inferred");
+    let accounted = n("/predictions_sent") + n("/dropped/offline_queue_full") + n("/queue_depth") + n("/in_flight");
+    assert_eq!(made, accounted, "made = sent + dropped + queued + in flight: {stats}");
+    assert_eq!(n("/dropped/offline_queue_full"), 0, "a failover of well under a second fills no queue: {stats}");
+    let all: Vec<u64> = subs.iter().flat_map(|s| s.on("/prediction")).map(|m| m.payload["frame"].as_u64().unwrap()).collect();
+    let seen: BTreeSet<u64> = all.iter().copied().collect();
+    eprintln!("{made} made, {} seen, {} seen twice (re-sent after the loss)", seen.len(), all.len() - seen.len());
+    assert_eq!(seen.len() as u64, made, "every prediction made reached a subscriber: {stats}");
+}
+
+#[test]
+fn check_exits_69_when_an_acl_denies_publishing_that_the_broker_acknowledges_anyway() {
+    let dir = scratch("check-acl");
+    // Anonymous clients may read the device's topics but not write them: mosquitto acknowledges
+    // the publish and drops it.
+    let acl = dir.join("acl");
+    std::fs::write(&acl, "topic read sonoedge/#\n").unwrap();
+    let broker = Broker::start(&dir, &format!("acl_file {}", acl.display()));
+    let cfg = dir.join("check.toml");
+    std::fs::write(&cfg, config(&broker.url(), "acl-dev", SYNTHETIC, "")).unwrap();
+    let out = common::sonoedge().args(["check", "--config"]).arg(&cfg).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(69), "{text}");
+    assert!(text.contains("broker  ok") && text.contains("delivery FAILED: the broker acknowledged"), "{text}");
+    // mosquitto grants subscriptions it will not serve, so a denied read is named as the other cause.
+    assert!(text.contains("publish to sonoedge/acl-dev/#") && text.contains("read sonoedge/acl-dev/check"), "{text}");
+}
+
+#[test]
+fn a_multi_level_topic_prefix_carries_every_topic() {
+    let dir = scratch("prefix");
+    let broker = Broker::start(&dir, "");
+    let sub = Subscriber::start(broker.port, "site/ward-3/sonoedge/prefix-dev/#");
+    let d = Daemon::spawn(&dir, &config(&broker.url(), "prefix-dev", SYNTHETIC, "topic_prefix = \"site/ward-3/sonoedge\""));
+    assert!(sub.wait(Duration::from_secs(30), "/prediction", |_| true).is_some(), "log:\n{}", d.log_text());
+    let status = sub.wait(Duration::from_secs(5), "/status", |p| p["state"] == "online").expect("status under the prefix");
+    assert_eq!(status.topic, "site/ward-3/sonoedge/prefix-dev/status");
+}
+
+#[test]
+fn a_topic_prefix_with_a_wildcard_exits_78_naming_the_key() {
+    let dir = scratch("prefix-bad");
+    let mut d = Daemon::spawn(&dir, &config("mqtt://127.0.0.1:1", "d", SYNTHETIC, "topic_prefix = \"site/+/sonoedge\""));
+    assert_eq!(d.wait_exit(Duration::from_secs(20)), Some(78), "{}", d.log_text());
+    assert!(d.log_text().contains("mqtt.topic_prefix") && d.log_text().contains("wildcard"), "{}", d.log_text());
 }

@@ -14,19 +14,23 @@ pub struct Cause {
 }
 
 /// Explains `e`; `up_for` is how long the lost session had been up (`None`: no session was made),
-/// `stable` how long a session must last before a close no longer counts as "right after CONNACK".
-pub fn explain(e: &ConnectionError, up_for: Option<Duration>, stable: Duration) -> Cause {
+/// `stable` how long a session must last before a close no longer counts as "right after CONNACK",
+/// `qos` the configured QoS (2 is the likeliest cause of such a close: NATS takes 0 and 1 only).
+pub fn explain(e: &ConnectionError, up_for: Option<Duration>, stable: Duration, qos: u8) -> Cause {
     let cause = |kind, text: String| Cause { kind, text };
     match (e, up_for) {
         (ConnectionError::ConnectionRefused(code), _) => refused(*code),
-        (e, Some(up)) if closed_by_peer(e) && up < stable => cause(
-            "closed-after-connack",
-            format!(
-                "connection closed by the broker {:.1} s after CONNACK: check the ACL, a duplicate device_id \
-                 (client-id takeover) or broker limits (max_packet_size, maximum QoS)",
-                up.as_secs_f64()
-            ),
-        ),
+        (e, Some(up)) if closed_by_peer(e) && up < stable => {
+            let qos2 = if qos == 2 { "QoS 2 refused (mqtt.qos = 2; NATS takes QoS 0 and 1 only), " } else { "" };
+            cause(
+                "closed-after-connack",
+                format!(
+                    "connection closed by the broker {:.1} s after CONNACK: check {qos2}the ACL, a duplicate device_id \
+                     (client-id takeover) or broker limits (max_packet_size, maximum QoS); `sonoedge check` tells which",
+                    up.as_secs_f64()
+                ),
+            )
+        }
         (e, Some(_)) => cause("lost", format!("connection lost: {e}")),
         (ConnectionError::Tls(e), None) => {
             cause("tls", format!("TLS: {e}; check mqtt.ca_file (the CA that signed the broker's certificate) and the host in mqtt.url"))
@@ -60,6 +64,8 @@ fn closed_by_peer(e: &ConnectionError) -> bool {
     match e {
         ConnectionError::MqttState(StateError::ConnectionAborted) => true,
         ConnectionError::MqttState(StateError::Io(io)) | ConnectionError::Io(io) => io_closed(io),
+        // A write into a socket the broker closed (NATS after a QoS 2 publish) surfaces here.
+        ConnectionError::MqttState(StateError::Deserialization(rumqttc::mqttbytes::Error::Io(io))) => io_closed(io),
         _ => false,
     }
 }
@@ -99,24 +105,34 @@ mod tests {
     #[test]
     fn a_close_soon_after_connack_points_at_acl_takeover_and_limits() {
         let e = ConnectionError::MqttState(StateError::ConnectionAborted);
-        let c = explain(&e, Some(Duration::from_millis(300)), STABLE);
+        let c = explain(&e, Some(Duration::from_millis(300)), STABLE, 1);
         assert_eq!(c.kind, "closed-after-connack");
         assert!(c.text.contains("0.3 s after CONNACK") && c.text.contains("client-id takeover"), "{}", c.text);
-        assert_eq!(explain(&e, Some(STABLE), STABLE).kind, "lost");
+        assert!(!c.text.contains("QoS 2 refused"), "{}", c.text);
+        assert_eq!(explain(&e, Some(STABLE), STABLE, 1).kind, "lost");
+    }
+
+    #[test]
+    fn a_close_after_connack_at_qos_2_names_a_refused_qos_first_even_when_seen_as_a_broken_pipe() {
+        let io = std::io::Error::from(ErrorKind::BrokenPipe);
+        let e = ConnectionError::MqttState(StateError::Deserialization(rumqttc::mqttbytes::Error::Io(io)));
+        let c = explain(&e, Some(Duration::from_secs(1)), STABLE, 2);
+        assert_eq!(c.kind, "closed-after-connack");
+        assert!(c.text.contains("check QoS 2 refused (mqtt.qos = 2"), "{}", c.text);
     }
 
     #[test]
     fn a_bad_password_names_the_credentials_and_not_the_ca_file() {
-        let c = explain(&ConnectionError::ConnectionRefused(ConnectReturnCode::BadUserNamePassword), None, STABLE);
+        let c = explain(&ConnectionError::ConnectionRefused(ConnectReturnCode::BadUserNamePassword), None, STABLE, 1);
         assert!(c.text.contains("mqtt.username") && !c.text.contains("ca_file"), "{}", c.text);
-        let c = explain(&ConnectionError::ConnectionRefused(ConnectReturnCode::NotAuthorized), None, STABLE);
+        let c = explain(&ConnectionError::ConnectionRefused(ConnectReturnCode::NotAuthorized), None, STABLE, 1);
         assert!(c.text.contains("not authorized") && !c.text.contains("ca_file"), "{}", c.text);
     }
 
     #[test]
     fn a_refused_tcp_connection_points_at_the_url() {
         let e = ConnectionError::Io(std::io::Error::from(ErrorKind::ConnectionRefused));
-        assert_eq!(explain(&e, None, STABLE).kind, "unreachable");
+        assert_eq!(explain(&e, None, STABLE, 1).kind, "unreachable");
     }
 
     #[test]

@@ -59,6 +59,26 @@ pub fn unacking_then_acking(n: usize, run_for: Duration) -> (u16, JoinHandle<[Ve
     (port, t)
 }
 
+/// Accepts one session and acknowledges every publish until `run_for` has passed; returns their
+/// payloads (a healthy second broker for failover tests).
+pub fn acking(run_for: Duration) -> (u16, JoinHandle<Vec<serde_json::Value>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let t = std::thread::spawn(move || {
+        let until = Instant::now() + run_for;
+        let mut acked = Vec::new();
+        let Some(mut s) = session(&listener, until) else { return acked };
+        while Instant::now() < until {
+            let Some((payload, pkid)) = next_publish(&mut s) else { continue };
+            s.write_all(&[0x40, 0x02, (pkid >> 8) as u8, pkid as u8]).unwrap();
+            acked.push(payload);
+        }
+        acked
+    });
+    (port, t)
+}
+
 /// Accepts one connection before `until` and accepts its session; reads time out after 100 ms.
 fn session(listener: &TcpListener, until: Instant) -> Option<TcpStream> {
     while Instant::now() < until {
