@@ -195,6 +195,25 @@ front_door() {
     [ "$n" -ge 10 ] || { echo "FAIL: the README's first command printed $n predictions (want >= 10):"; tail -5 "$logs/front-door.jsonl"; return 1; }
 }
 
+# The daemon and `check` against RabbitMQ's MQTT plugin and NATS (tests/it/interop.rs: ignored by
+# the plain runs above, x86-64 only: the brokers are native either way). The packages' own services
+# are not started (a policy-rc.d for the install, unless one is there); the tests start private
+# instances on loopback ports and stop them.
+interop_tests() {
+    local need=() own_policy=false
+    [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || need+=(rabbitmq-server)
+    command -v nats-server >/dev/null || need+=(nats-server)
+    if [ ${#need[@]} -gt 0 ] && [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d && own_policy=true
+    fi
+    local rc=0
+    apt_install "${need[@]}" || rc=$?
+    if $own_policy; then rm -f /usr/sbin/policy-rc.d; fi
+    [ $rc = 0 ] || return $rc
+    SONOEDGE_INTEROP_REQUIRED=1 run_tests interop cargo test --locked --test it interop:: -- --ignored --nocapture
+    grep '^MATRIX' "$logs/interop.log" || true
+}
+
 vm_tests() {
     SONOEDGE_VM_ARCH=x86_64 run_tests vm-x86_64 cargo test --locked --test vivid_vm -- --ignored --nocapture
     SONOEDGE_VM_ARCH=aarch64 SONOEDGE_VM_BIN_DIR=$CARGO_TARGET_DIR/aarch64-unknown-linux-gnu/debug \
@@ -218,6 +237,7 @@ if $quick; then
     exit 0
 fi
 stage setup-full setup_full
+stage interop interop_tests
 for target in "${ARM_TARGETS[@]}"; do
     stage "build-${target%%-*}" cargo-zigbuild test --workspace --all-targets --no-run --locked --target "$(zig_target "$target")"
 done
@@ -237,7 +257,7 @@ stage deb tests/deb/check.sh
 stage vm-vivid vm_tests
 
 echo "=== all stages passed in $((SECONDS - started)) s"
-for name in x86_64 aarch64-a72 aarch64-a76 armv7 vm-x86_64 vm-aarch64; do summary "$name"; done
+for name in x86_64 interop aarch64-a72 aarch64-a76 armv7 vm-x86_64 vm-aarch64; do summary "$name"; done
 # The closing line, over every run above.
 cat "$logs"/*.list | awk '{ if ($2 == "ok") p++; else if ($2 == "ignored") s++; else f++ }
     END { printf "tests: %d passed, %d failed, %d skipped\n", p, f, s }'

@@ -2,6 +2,8 @@
 //! and the daemon run as a child process, exactly as systemd would run it.
 #![allow(dead_code)]
 
+pub mod foreign;
+
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -15,6 +15,7 @@ mod daemon_mqtt;
 mod demo_model;
 mod eval_cli;
 mod golden;
+mod interop;
 mod mjpg_path;
 mod model_contract;
 mod pixfmt;
