@@ -43,7 +43,7 @@ fn installed(paths: &[&str], package: &str) -> Option<PathBuf> {
     found
 }
 
-fn package_version(package: &str) -> String {
+pub fn package_version(package: &str) -> String {
     let out = Command::new("dpkg-query").args(["-W", "-f", "${Version}", package]).output();
     out.ok().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).filter(|v| !v.is_empty()).unwrap_or("unknown".into())
 }

@@ -50,6 +50,27 @@ fn nats_keeps_status_counts_and_the_last_will_and_its_qos_2_refusal_is_reported_
     assert!((4..=7).contains(&connections), "{connections} connections in {WATCH:?}");
 }
 
+#[test]
+#[ignore = "watches two daemons for 20 s: tests/run-all.sh's interop stage runs it"]
+fn two_daemons_sharing_a_device_id_on_mosquitto_back_off_instead_of_taking_each_other_over_in_a_storm() {
+    let dir = scratch("interop-takeover");
+    let broker = Broker::start(&dir, "");
+    let (p1, p2) = (CountingProxy::start(broker.port), CountingProxy::start(broker.port));
+    let sub = Subscriber::start(broker.port, "sonoedge/twin/status");
+    // A cloned SD card: one device_id, so one client id; each session takes the other's over.
+    let twins = [&p1, &p2].map(|p| Daemon::spawn(&scratch(&format!("twin-{}", p.port)), &config(&p.url(), "twin", SYNTHETIC, "")));
+    std::thread::sleep(WATCH);
+    let (c1, c2) = (p1.connections(), p2.connections());
+    let flips = sub.on("/status").windows(2).filter(|w| w[0].payload["state"] != w[1].payload["state"]).count();
+    let version = crate::common::foreign::package_version("mosquitto");
+    eprintln!("MATRIX mosquitto {version} takeover: {c1} + {c2} connections in {WATCH:?}, status changed {flips} times");
+    let log = twins[0].log_text();
+    assert!(log.contains("duplicate device_id"), "the log names the likely cause:\n{log}");
+    // Each escalates 0.5, 1, 2, 4, 8 s (+0-25%) as the other keeps taking its session: about 6 each
+    // in 20 s (the old reset-on-CONNACK loop made 18 each).
+    assert!(c1 <= 8 && c2 <= 8, "{c1} and {c2} connections in {WATCH:?}");
+}
+
 /// What both brokers must do alike: `check` at QoS 0 and 1, status, counts, Last Will.
 fn common_scenario(broker: &Foreign, dir: &Path) {
     for qos in [0, 1] {
