@@ -1,6 +1,6 @@
 //! The daemon against a real mosquitto: retained status and Last Will, clean stop, surviving a
 //! broker restart with every lost frame counted, failover between two brokers, TLS, `check`'s
-//! delivery probe (an ACL that denies publishing), and errors that name what to fix.
+//! delivery probe (an ACL that denies publishing, size limits), and errors that name what to fix.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -255,6 +255,21 @@ fn check_exits_69_when_an_acl_denies_publishing_that_the_broker_acknowledges_any
     assert!(text.contains("broker  ok") && text.contains("delivery FAILED: the broker acknowledged"), "{text}");
     // mosquitto grants subscriptions it will not serve, so a denied read is named as the other cause.
     assert!(text.contains("publish to sonoedge/acl-dev/#") && text.contains("read sonoedge/acl-dev/check"), "{text}");
+}
+
+#[test]
+fn check_exits_69_naming_a_size_limit_when_the_broker_drops_messages_as_large_as_the_daemon_sends() {
+    for limit in ["message_size_limit 500", "max_packet_size 600"] {
+        // message_size_limit: acknowledged and dropped; max_packet_size: the connection is closed.
+        let dir = scratch(&format!("check-size-{}", limit.len()));
+        let broker = Broker::start(&dir, limit);
+        let cfg = dir.join("check.toml");
+        std::fs::write(&cfg, config(&broker.url(), "size-dev", SYNTHETIC, "")).unwrap();
+        let out = common::sonoedge().args(["check", "--config"]).arg(&cfg).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        assert_eq!(out.status.code(), Some(69), "{limit}: {text}");
+        assert!(text.contains("delivery SIZE LIMIT: a 64-byte probe"), "{limit}: {text}");
+    }
 }
 
 #[test]
