@@ -13,6 +13,7 @@ use serde::Deserialize;
 use crate::capture::convert::Deinterlace;
 use crate::capture::fan::Fan;
 use crate::capture::v4l2::V4l2Settings;
+use crate::publish::mqtt::wire::Protocol;
 use crate::publish::mqtt::MqttSettings;
 
 mod checked;
@@ -139,6 +140,8 @@ pub struct MqttConfig {
     /// `mqtt.url` as a one-element list, or `mqtt.urls`: 1-16 distinct URLs of one scheme, tried in
     /// turn (src/publish/policy.rs).
     pub brokers: Vec<BrokerUrl>,
+    /// MQTT 3.1.1 (default) or 5.
+    pub protocol: Protocol,
     /// 0, 1 or 2.
     pub qos: u8,
     /// One or more topic levels (`site/ward/sonoedge`), checked by `ranges::topic_prefix`.
@@ -172,6 +175,7 @@ impl MqttConfig {
     pub fn settings(&self, password: Option<String>) -> MqttSettings {
         MqttSettings {
             urls: self.brokers.iter().map(|b| b.url.clone()).collect(),
+            protocol: self.protocol,
             qos: self.qos,
             topic_prefix: self.topic_prefix.clone(),
             keep_alive_s: self.keep_alive_s.into(),
@@ -330,6 +334,16 @@ mod tests {
         ] {
             let e = load(&format!("{MINIMAL}[mqtt]\n{mqtt}\n")).unwrap_err();
             assert!(matches!(&e, ConfigError::Invalid(_, "mqtt.urls", why) if why.contains(says)), "{mqtt}: {e}");
+        }
+    }
+
+    #[test]
+    fn the_protocol_is_3_1_1_unless_5_is_asked_for_and_nothing_else_is_taken() {
+        assert_eq!(load(MINIMAL).unwrap().mqtt.protocol, Protocol::V311);
+        assert_eq!(load(&format!("{MINIMAL}[mqtt]\nprotocol = \"5\"\n")).unwrap().mqtt.settings(None).protocol, Protocol::V5);
+        for bad in ["5.0", "3", "auto", ""] {
+            let e = load(&format!("{MINIMAL}[mqtt]\nprotocol = \"{bad}\"\n")).unwrap_err();
+            assert!(matches!(e, ConfigError::Invalid(_, "mqtt.protocol", _)), "{bad}: {e}");
         }
     }
 

@@ -7,7 +7,11 @@ use cli::{Cli, Command, ModelArgs, EXIT_CONFIG};
 
 fn main() {
     // The demo's embedded broker (rumqttd) logs every connection; only sonoedge's own lines matter here.
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info,rumqttd=off,tracing=off")).init();
+    // rumqttc's v5 state warns once per refused PUBACK, whatever RUST_LOG says: the publisher logs
+    // refusals itself, counted and rate-limited (src/publish/mqtt/events.rs).
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info,rumqttd=off,tracing=off"))
+        .filter_module("rumqttc::v5::state", log::LevelFilter::Error)
+        .init();
     let cli = Cli::parse();
     if matches!(cli.command, Command::Run(_) | Command::Check(_)) {
         sonoedge::sysinfo::single_malloc_arena();

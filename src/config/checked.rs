@@ -6,6 +6,7 @@ use super::{ranges, valid_topic_level, BrokerUrl, Config, MqttConfig, SourceConf
 use crate::capture::v4l2::negotiate::{parse_fourcc, Want};
 use crate::capture::v4l2::{DeviceSpec, V4l2Settings};
 use crate::publish::mqtt::parse_url;
+use crate::publish::mqtt::wire::Protocol;
 
 /// A bad value: the key and what is allowed.
 type Bad = (&'static str, String);
@@ -66,6 +67,11 @@ impl RawConfig {
 impl RawMqtt {
     fn into_checked(self) -> Result<MqttConfig, Bad> {
         let brokers = self.brokers()?;
+        let protocol = match self.protocol.as_str() {
+            "3.1.1" => Protocol::V311,
+            "5" => Protocol::V5,
+            other => return Err(("mqtt.protocol", format!("{other:?} must be \"3.1.1\" or \"5\""))),
+        };
         let qos = ranges::within(self.qos, &(0..=2)).map_err(at("mqtt.qos"))?;
         ranges::topic_prefix(&self.topic_prefix).map_err(at("mqtt.topic_prefix"))?;
         let stats_s = ranges::within(self.stats_interval_s, &ranges::STATS_INTERVAL_S).map_err(at("mqtt.stats_interval_s"))?;
@@ -79,6 +85,7 @@ impl RawMqtt {
         }
         Ok(MqttConfig {
             brokers,
+            protocol,
             qos,
             topic_prefix: self.topic_prefix,
             stats_interval: std::time::Duration::from_secs(stats_s),

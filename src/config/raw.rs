@@ -81,6 +81,8 @@ pub struct RawMqtt {
     /// Several brokers, tried in turn; either this or `url`. Env SONOEDGE_MQTT_URL (one URL, or
     /// several separated by commas) overrides both.
     pub urls: Option<Vec<String>>,
+    /// `"3.1.1"` (default) or `"5"`.
+    pub protocol: String,
     pub qos: u8,
     pub topic_prefix: String,
     /// Seconds between `stats` messages (0 = off).
@@ -102,6 +104,7 @@ impl Default for RawMqtt {
         RawMqtt {
             url: None,
             urls: None,
+            protocol: "3.1.1".into(),
             qos: 1,
             topic_prefix: "sonoedge".into(),
             stats_interval_s: 10,

@@ -96,6 +96,7 @@ impl StatsReporter {
                 "max_fps": c.skipped_max_fps.load(Relaxed),
                 "roi_mismatch": c.roi_mismatch.load(Relaxed),
             },
+            "refused": p.refused,
             "queue_depth": p.queue_depth,
             "in_flight": p.in_flight,
             "requeued_unacked": p.requeued_unacked,

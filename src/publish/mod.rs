@@ -23,8 +23,9 @@ pub enum Outgoing {
     Stats(serde_json::Value),
 }
 
-/// Counters a publisher keeps; every prediction is counted once, as sent, dropped, queued or in
-/// flight: made = `predictions_sent` + `dropped_offline_queue_full` + `queue_depth` + `in_flight`.
+/// Counters a publisher keeps; every prediction is counted once, as sent, dropped, refused, queued
+/// or in flight: made = `predictions_sent` + `dropped_offline_queue_full` + `refused.total()` +
+/// `queue_depth` + `in_flight`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct PublishCounters {
     /// Predictions the broker has: acknowledged by it (QoS >= 1) or written to the connection (QoS 0).
@@ -44,6 +45,80 @@ pub struct PublishCounters {
     /// Sessions the broker accepted after an earlier one was lost (failed attempts do not count).
     pub reconnects: u64,
     pub connected: bool,
+    /// Predictions an MQTT 5 broker refused (PUBACK/PUBREC reason code), or not sent because they
+    /// exceed its Maximum Packet Size; per kind. Always zero on MQTT 3.1.1, which cannot say.
+    pub refused: RefusedCounts,
+}
+
+/// Why a prediction was not delivered although the link was up: the broker's reason code (MQTT 5)
+/// or its Maximum Packet Size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    NotAuthorized,
+    TopicNameInvalid,
+    QuotaExceeded,
+    PayloadFormatInvalid,
+    PacketIdInUse,
+    ImplementationSpecific,
+    Unspecified,
+    /// Larger than the broker's Maximum Packet Size: not sent at all (sending it would end the session).
+    PacketTooLarge,
+}
+
+impl Refusal {
+    /// The key in `stats.refused` and the name in log lines.
+    pub fn name(self) -> &'static str {
+        match self {
+            Refusal::NotAuthorized => "not_authorized",
+            Refusal::TopicNameInvalid => "topic_name_invalid",
+            Refusal::QuotaExceeded => "quota_exceeded",
+            Refusal::PayloadFormatInvalid => "payload_format_invalid",
+            Refusal::PacketIdInUse => "packet_id_in_use",
+            Refusal::ImplementationSpecific => "implementation_specific",
+            Refusal::Unspecified => "unspecified",
+            Refusal::PacketTooLarge => "packet_too_large",
+        }
+    }
+}
+
+/// Refused predictions per [`Refusal`] kind (published as `stats.refused`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct RefusedCounts {
+    pub not_authorized: u64,
+    pub topic_name_invalid: u64,
+    pub quota_exceeded: u64,
+    pub payload_format_invalid: u64,
+    pub packet_id_in_use: u64,
+    pub implementation_specific: u64,
+    pub unspecified: u64,
+    pub packet_too_large: u64,
+}
+
+impl RefusedCounts {
+    pub fn add(&mut self, why: Refusal) {
+        *match why {
+            Refusal::NotAuthorized => &mut self.not_authorized,
+            Refusal::TopicNameInvalid => &mut self.topic_name_invalid,
+            Refusal::QuotaExceeded => &mut self.quota_exceeded,
+            Refusal::PayloadFormatInvalid => &mut self.payload_format_invalid,
+            Refusal::PacketIdInUse => &mut self.packet_id_in_use,
+            Refusal::ImplementationSpecific => &mut self.implementation_specific,
+            Refusal::Unspecified => &mut self.unspecified,
+            Refusal::PacketTooLarge => &mut self.packet_too_large,
+        } += 1;
+    }
+
+    pub fn total(&self) -> u64 {
+        let r = self;
+        r.not_authorized
+            + r.topic_name_invalid
+            + r.quota_exceeded
+            + r.payload_format_invalid
+            + r.packet_id_in_use
+            + r.implementation_specific
+            + r.unspecified
+            + r.packet_too_large
+    }
 }
 
 /// Where results go. `publish` never blocks the caller: a message that cannot be sent now is

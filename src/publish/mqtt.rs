@@ -1,12 +1,16 @@
-//! MQTT publishing with rumqttc: topics under `<prefix>/<device_id>/`, retained status with a Last
-//! Will, and thin glue between rumqttc's event loop and the connection [`Policy`] (offline queue,
-//! backoff, in-flight accounting, counters, which broker URL is next), which does no I/O and is
-//! tested on its own. The glue carries the policy's choice of URL out by swapping the event loop's
-//! options before its next attempt: one client, one queue, whichever broker serves it.
+//! MQTT publishing with rumqttc, MQTT 3.1.1 or 5 (`mqtt.protocol`, [`wire`]): topics under
+//! `<prefix>/<device_id>/`, retained status with a Last Will, and thin glue between rumqttc's event
+//! loop ([`events`]) and the connection [`Policy`] (offline queue, backoff, in-flight accounting,
+//! counters, which broker URL is next), which does no I/O and is tested on its own. The glue
+//! carries the policy's choice of URL out by swapping the event loop's options before its next
+//! attempt: one client, one queue, whichever broker serves it.
 
 mod cause;
+mod events;
 #[cfg(test)]
 mod fake_broker;
+mod options;
+pub mod wire;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,17 +18,20 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
-use rumqttc::{Client, Connection, ConnectionError, Event, EventLoop, LastWill, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
+pub use options::{connect_options, parse_url};
+use wire::{Protocol, WireClient, WireOptions};
 
-use super::policy::{Policy, PolicyConfig, Retry};
-use super::{Identity, Outgoing, Prediction, PublishCounters, Publisher, Status};
-use cause::LogLimit;
+use super::policy::{Hand, Policy, PolicyConfig};
+use super::{Identity, Outgoing, Prediction, PublishCounters, Publisher, Refusal, Status};
+use crate::state::DaemonState;
 
 /// Everything needed to connect, resolved from config and environment.
 #[derive(Debug, Clone)]
 pub struct MqttSettings {
     /// Broker URLs, tried in turn (at least one).
     pub urls: Vec<String>,
+    /// `mqtt.protocol`: 3.1.1 (default) or 5.
+    pub protocol: Protocol,
     pub qos: u8,
     pub topic_prefix: String,
     /// Must fit MQTT's 16-bit field (at most 65535); 0 turns keep-alive off (MQTT allows it, the
@@ -81,6 +88,12 @@ impl Topics {
     }
 }
 
+/// The retained `online` status expires (MQTT 5) after this many keep-alive periods unless it is
+/// published again, which happens at half of it: so a cart that died without its Last Will being
+/// delivered (a broker restart, a cluster node stopped) is not shown `online` for long. 4 x 15 s
+/// by default: a minute; the event thread wakes at least once per keep-alive to refresh it.
+pub const STATUS_EXPIRY_KEEP_ALIVES: u32 = 4;
+
 struct Shared {
     policy: Mutex<Policy<Prediction>>,
     /// Set before our own DISCONNECT, so the closed connection that follows is not reported as a loss.
@@ -90,17 +103,32 @@ struct Shared {
     stop: AtomicBool,
     /// The latest status, republished as `online` on every (re)connect.
     status: Mutex<Option<Status>>,
+    /// When an expiring status last went out (MQTT 5), for its refresh.
+    status_sent_at: Mutex<Option<Instant>>,
+    /// What the current session's server allows (MQTT 5 CONNACK).
+    limits: Mutex<Limits>,
     last_poll: Mutex<Instant>,
+}
+
+/// The server's Maximum QoS and Maximum Packet Size, as its last CONNACK said.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Limits {
+    /// The QoS predictions and stats go out at: `mqtt.qos`, or less if the server allows less.
+    qos: u8,
+    max_packet_bytes: Option<u32>,
 }
 
 impl Shared {
     fn policy(&self) -> MutexGuard<'_, Policy<Prediction>> {
         self.policy.lock().unwrap()
     }
+
+    fn limits(&self) -> Limits {
+        *self.limits.lock().unwrap()
+    }
 }
 
 pub struct MqttPublisher {
-    client: Client,
     shared: Arc<Shared>,
     ctx: Arc<Ctx>,
     events: Option<JoinHandle<()>>,
@@ -109,17 +137,20 @@ pub struct MqttPublisher {
 /// Immutable facts the publisher and its event thread share.
 struct Ctx {
     topics: Topics,
-    qos: QoS,
+    /// `mqtt.qos` as configured.
+    qos: u8,
     identity: Identity,
-    client: Client,
+    client: WireClient,
     /// One broker URL per entry: its options (address, TLS, Last Will) and its name for the log.
     brokers: Vec<BrokerOptions>,
+    /// MQTT 5: the message expiry of the retained `online` status.
+    status_expiry_s: Option<u32>,
 }
 
 struct BrokerOptions {
     /// The URL with any user info redacted.
     name: String,
-    options: MqttOptions,
+    options: WireOptions,
 }
 
 impl MqttPublisher {
@@ -130,27 +161,33 @@ impl MqttPublisher {
         let brokers = settings
             .urls
             .iter()
-            .map(|url| Ok(BrokerOptions { name: redact_url(url), options: options(settings, url, &identity.device_id, &topics, offline)? }))
+            .map(|url| {
+                let options = options::publisher_options(settings, url, &identity.device_id, &topics, offline)?;
+                Ok(BrokerOptions { name: redact_url(url), options })
+            })
             .collect::<Result<Vec<_>, MqttError>>()?;
-        let first = brokers.first().ok_or_else(|| MqttError::url("", "no broker URL given"))?.options.clone();
-        let (client, connection) = Client::new(first, 64);
-        let ctx = Arc::new(Ctx { topics, qos: qos(settings.qos), identity, client: client.clone(), brokers });
+        let first = brokers.first().ok_or_else(|| MqttError::url("", "no broker URL given"))?;
+        let (client, connection) = wire::client(&first.options, 64);
+        let status_expiry_s = (settings.protocol == Protocol::V5).then(|| settings.keep_alive_s as u32 * STATUS_EXPIRY_KEEP_ALIVES);
+        let ctx = Arc::new(Ctx { topics, qos: settings.qos, identity, client, brokers, status_expiry_s });
         let shared = Arc::new(Shared {
             policy: Mutex::new(Policy::new(PolicyConfig::new(settings.queue_capacity, ctx.brokers.len(), seed()))),
             closing: AtomicBool::new(false),
             disconnect_sent: AtomicBool::new(false),
             stop: AtomicBool::new(false),
             status: Mutex::new(None),
+            status_sent_at: Mutex::new(None),
+            limits: Mutex::new(Limits { qos: settings.qos, max_packet_bytes: None }),
             last_poll: Mutex::new(Instant::now()),
         });
         let events = {
             let (shared, ctx) = (shared.clone(), ctx.clone());
             std::thread::Builder::new()
                 .name("mqtt-events".into())
-                .spawn(move || event_loop(connection, &shared, &ctx))
+                .spawn(move || events::event_loop(connection, &shared, &ctx))
                 .expect("spawn mqtt thread")
         };
-        Ok(MqttPublisher { client, shared, ctx, events: Some(events) })
+        Ok(MqttPublisher { shared, ctx, events: Some(events) })
     }
 
     pub fn topics(&self) -> &Topics {
@@ -164,225 +201,66 @@ fn seed() -> u64 {
     nanos ^ (std::process::id() as u64) << 32
 }
 
-fn qos(q: u8) -> QoS {
-    match q {
-        0 => QoS::AtMostOnce,
-        2 => QoS::ExactlyOnce,
-        _ => QoS::AtLeastOnce,
-    }
-}
-
-fn options(s: &MqttSettings, url: &str, device_id: &str, topics: &Topics, offline: &Status) -> Result<MqttOptions, MqttError> {
-    let mut o = connect_options(s, url, &format!("sonoedge-{device_id}"))?;
-    // A clean session: rumqttc then drops what it held for resending, and the policy resends instead.
-    o.set_clean_session(true);
-    let will = serde_json::to_vec(offline).expect("status serializes");
-    o.set_last_will(LastWill::new(&topics.status, will, QoS::AtLeastOnce, true));
-    Ok(o)
-}
-
-/// The options for the broker at `url` (one of `s.urls`): address, keep-alive, credentials and TLS
-/// from the settings, what every connection of sonoedge's (the publisher's, `check`'s probe) shares.
-pub fn connect_options(s: &MqttSettings, url: &str, client_id: &str) -> Result<MqttOptions, MqttError> {
-    let (tls, host, port) = parse_url(url)?;
-    // rumqttc would truncate a longer keep-alive to 16 bits (65536 s reaches the broker as 0: off).
-    let keep_alive_s = u16::try_from(s.keep_alive_s).map_err(|_| MqttError::KeepAlive(s.keep_alive_s))?;
-    let mut o = MqttOptions::new(client_id, host, port);
-    o.set_keep_alive(Duration::from_secs(keep_alive_s.into()));
-    if let Some(user) = &s.username {
-        o.set_credentials(user, s.password.clone().unwrap_or_default());
-    }
-    if tls {
-        o.set_transport(Transport::tls_with_config(tls_config(s, url)?));
-    }
-    Ok(o)
-}
-
-/// `mqtt://host[:1883]` or `mqtts://host[:8883]` -> (tls, host, port).
-pub fn parse_url(url: &str) -> Result<(bool, String, u16), MqttError> {
-    let bad = |why: &str| MqttError::url(url, why);
-    let (tls, rest) = match url.split_once("://") {
-        Some(("mqtt", r)) => (false, r),
-        Some(("mqtts", r)) => (true, r),
-        _ => return Err(bad("must start with mqtt:// or mqtts://")),
-    };
-    let rest = rest.trim_end_matches('/');
-    if rest.contains('@') {
-        return Err(bad("expected mqtt://host:port (credentials go in mqtt.username and a password file)"));
-    }
-    let (host, port) = match rest.rsplit_once(':') {
-        Some((h, p)) => (h, p.parse::<u16>().map_err(|_| bad("the port is not a number 1-65535"))?),
-        None => (rest, if tls { 8883 } else { 1883 }),
-    };
-    if host.is_empty() || host.contains('/') {
-        return Err(bad("expected mqtt://host:port"));
-    }
-    Ok((tls, host.trim_matches(['[', ']']).to_string(), port))
-}
-
-fn tls_config(s: &MqttSettings, url: &str) -> Result<TlsConfiguration, MqttError> {
-    // ring is the process-wide rustls provider; a second install attempt is harmless.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let read = |p: &PathBuf| std::fs::read(p).map_err(|e| MqttError::Tls(p.clone(), e));
-    let Some(ca_path) = &s.ca_file else {
-        return Err(MqttError::url(url, "mqtts:// needs mqtt.ca_file (the CA that signed the broker's certificate)"));
-    };
-    let client_auth = match (&s.client_cert, &s.client_key) {
-        (Some(c), Some(k)) => Some((read(c)?, read(k)?)),
-        (None, None) => None,
-        _ => return Err(MqttError::url(url, "mqtt.client_cert and mqtt.client_key go together")),
-    };
-    Ok(TlsConfiguration::Simple { ca: read(ca_path)?, alpn: None, client_auth })
-}
-
-/// What the event thread remembers between events, for its log lines.
-#[derive(Default)]
-struct EventLog {
-    limit: LogLimit,
-    /// The last loss was logged, so the reconnect that ends it is logged too.
-    loss_logged: bool,
-    /// The broker URL (index) of the last session: a session on another one is always logged.
-    last_broker: Option<usize>,
-}
-
-fn event_loop(mut connection: Connection, shared: &Shared, ctx: &Ctx) {
-    let mut log = EventLog::default();
-    while !shared.stop.load(Ordering::Relaxed) {
-        *shared.last_poll.lock().unwrap() = Instant::now();
-        // A blocking receive: recv_timeout drops rumqttc's poll future whenever the timeout fires,
-        // and nothing here should depend on that being cancel-safe. Shutdown wakes this loop with
-        // the DISCONNECT request; keep-alive pings bound an idle wait.
-        match connection.recv() {
-            Err(_) => break, // every client handle is gone
-            Ok(Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect))) => {
-                // Polling on would make rumqttc reconnect (and later die without DISCONNECT: Last Will).
-                shared.disconnect_sent.store(true, Ordering::Relaxed);
-                break;
-            }
-            Ok(Ok(event)) => on_event(event, shared, ctx, &mut log),
-            Ok(Err(e)) => {
-                if !on_connection_error(&e, &mut connection.eventloop, shared, ctx, &mut log) {
-                    break;
-                }
-            }
-        }
-    }
-}
-
-fn on_event(event: Event, shared: &Shared, ctx: &Ctx, log: &mut EventLog) {
-    match event {
-        Event::Incoming(Packet::ConnAck(_)) => on_connected(shared, ctx, log),
-        // QoS 0 goes out with packet id 0 and is never acknowledged.
-        Event::Outgoing(rumqttc::Outgoing::Publish(pkid)) => written_then_flush(shared, ctx, (pkid != 0).then_some(pkid)),
-        Event::Incoming(Packet::PubAck(ack)) => acked_then_flush(shared, ctx, ack.pkid),
-        Event::Incoming(Packet::PubComp(comp)) => acked_then_flush(shared, ctx, comp.pkid),
-        _ => {}
-    }
-}
-
-/// Every publish we hand over yields one `Outgoing::Publish`, in hand-over order (rumqttc takes
-/// requests from its channel in order and holds the next one back while an id collides).
-fn written_then_flush(shared: &Shared, ctx: &Ctx, pkid: Option<u16>) {
-    let mut policy = shared.policy();
-    policy.written(pkid);
-    // The client's channel has room again.
-    policy.flush(|p| hand_prediction(ctx, p));
-}
-
-fn acked_then_flush(shared: &Shared, ctx: &Ctx, pkid: u16) {
-    let mut policy = shared.policy();
-    policy.acked(pkid);
-    policy.flush(|p| hand_prediction(ctx, p));
-}
-
-fn on_connected(shared: &Shared, ctx: &Ctx, log: &mut EventLog) {
-    let status = shared.status.lock().unwrap().clone();
-    let mut policy = shared.policy();
-    let broker = policy.broker();
-    if log.last_broker != Some(broker) || log.loss_logged {
-        let under = ctx.topics.status.trim_end_matches("/status");
-        log::info!("mqtt connected to {}; publishing under {under}", ctx.brokers[broker].name);
-    }
-    log.last_broker = Some(broker);
-    policy.connected(Instant::now());
-    if let Some(status) = status {
-        policy.send_live(|| send_status(ctx, &status));
-    }
-    policy.flush(|p| hand_prediction(ctx, p));
-}
-
-/// Waits as the policy says, then points the event loop at the broker URL the policy chose; false
-/// when shutting down (no reconnect then).
-fn on_connection_error(e: &ConnectionError, eventloop: &mut EventLoop, shared: &Shared, ctx: &Ctx, log: &mut EventLog) -> bool {
-    // The policy is told first: from here on nothing is handed to the client until the next CONNACK.
-    let (failed, retry) = {
-        let mut policy = shared.policy();
-        (policy.broker(), policy.connection_error(Instant::now()))
-    };
-    forget_client_copies(eventloop);
-    if shared.closing.load(Ordering::Relaxed) {
+/// Publishes `status` retained at QoS 1; an `online` one expires on MQTT 5 (see
+/// [`STATUS_EXPIRY_KEEP_ALIVES`]), the final ones (`stopped`) do not.
+fn send_status(ctx: &Ctx, shared: &Shared, status: &Status) -> bool {
+    let payload = serde_json::to_vec(status).expect("status serializes");
+    if !fits(shared.limits(), &ctx.topics.status, &payload) {
+        log::warn!("mqtt: a {}-byte status exceeds the broker's Maximum Packet Size; not sent: raise it", payload.len());
         return false;
     }
-    eventloop.mqtt_options = ctx.brokers[retry.broker].options.clone();
-    log_loss(e, &retry, shared, ctx, failed, log);
-    let until = Instant::now() + retry.delay;
-    while Instant::now() < until && !shared.stop.load(Ordering::Relaxed) {
-        std::thread::sleep(Duration::from_millis(50));
+    let expiry = ctx.status_expiry_s.filter(|_| status.state == DaemonState::Online);
+    let sent = ctx.client.try_publish(&ctx.topics.status, 1, true, payload, expiry);
+    if sent && expiry.is_some() {
+        *shared.status_sent_at.lock().unwrap() = Some(Instant::now());
     }
-    true
+    sent
 }
 
-/// rumqttc keeps unacknowledged publishes to resend, but drops them anyway when the broker starts a
-/// clean session (ours always is); the policy has re-queued them. Forgetting rumqttc's copies now,
-/// including requests handed over after rumqttc noticed the loss, means nothing is sent twice and
-/// every later `Outgoing::Publish` matches the policy's order.
-fn forget_client_copies(eventloop: &mut EventLoop) {
-    eventloop.clean();
-    eventloop.pending.clear();
-    // A publish held back by an id collision would otherwise block the next session's requests.
-    eventloop.state.collision = None;
+/// The fixed header, topic length, packet id and an empty property length: what a PUBLISH adds to
+/// its topic and payload, at most.
+const PUBLISH_OVERHEAD_BYTES: usize = 5 + 2 + 2 + 1;
+
+/// Whether a publish of `payload` on `topic` fits the server's Maximum Packet Size.
+fn fits(limits: Limits, topic: &str, payload: &[u8]) -> bool {
+    limits.max_packet_bytes.is_none_or(|max| topic.len() + payload.len() + PUBLISH_OVERHEAD_BYTES <= max as usize)
 }
 
-fn log_loss(e: &ConnectionError, retry: &Retry, shared: &Shared, ctx: &Ctx, failed: usize, log: &mut EventLog) {
-    let stable = shared.policy().config().stable_after;
-    let cause = cause::explain(e, retry.up_for, stable, ctx.qos as u8);
-    log.loss_logged = false;
-    let Some(quiet) = log.limit.admit(cause.kind, Instant::now()) else { return };
-    log.loss_logged = true;
-    let quiet = if quiet > 0 { format!(" ({quiet} similar failures not logged)") } else { String::new() };
-    let (failed, next) = (&ctx.brokers[failed].name, &ctx.brokers[retry.broker].name);
-    let delay = retry.delay.as_secs_f64();
-    log::warn!("mqtt {failed}: {}; trying {next} in {delay:.1} s, predictions are queued{quiet}", cause.text);
+/// Hands one prediction to the client: taken, the client's channel is full, or refused as larger
+/// than the server allows (sending it would end the session).
+fn hand_prediction(ctx: &Ctx, limits: Limits, p: &Prediction) -> Hand {
+    let payload = p.to_json(&ctx.identity, Instant::now()).to_string().into_bytes();
+    if !fits(limits, &ctx.topics.prediction, &payload) {
+        return Hand::Refused(Refusal::PacketTooLarge);
+    }
+    ctx.client.try_publish(&ctx.topics.prediction, limits.qos, false, payload, None).into()
 }
 
-fn send_status(ctx: &Ctx, status: &Status) -> bool {
-    let payload = serde_json::to_vec(status).expect("status serializes");
-    ctx.client.try_publish(&ctx.topics.status, QoS::AtLeastOnce, true, payload).is_ok()
-}
-
-/// Hands one prediction to the client; false if the client's channel is full.
-fn hand_prediction(ctx: &Ctx, p: &Prediction) -> bool {
-    let payload = p.to_json(&ctx.identity, Instant::now()).to_string();
-    ctx.client.try_publish(&ctx.topics.prediction, ctx.qos, false, payload).is_ok()
+fn flush(shared: &Shared, ctx: &Ctx) {
+    let limits = shared.limits();
+    shared.policy().flush(|p| hand_prediction(ctx, limits, p));
 }
 
 impl Publisher for MqttPublisher {
     fn publish(&mut self, msg: Outgoing) {
-        let ctx = &*self.ctx;
+        let (ctx, shared) = (&*self.ctx, &*self.shared);
         match msg {
             Outgoing::Status(status) => {
-                *self.shared.status.lock().unwrap() = Some(status.clone());
+                *shared.status.lock().unwrap() = Some(status.clone());
                 // Not connected: it goes out on the next CONNACK, as the latest status.
-                self.shared.policy().send_live(|| send_status(ctx, &status));
+                shared.policy().send_live(|| send_status(ctx, shared, &status));
             }
-            // Stats describe the moment they are made; a stale one is not worth queueing.
+            // Stats describe the moment they are made; a stale one is not worth queueing, nor one
+            // the server would not take.
             Outgoing::Stats(v) => {
-                self.shared.policy().send_live(|| ctx.client.try_publish(&ctx.topics.stats, ctx.qos, false, v.to_string()).is_ok());
+                let (limits, payload) = (shared.limits(), v.to_string().into_bytes());
+                if fits(limits, &ctx.topics.stats, &payload) {
+                    shared.policy().send_live(|| ctx.client.try_publish(&ctx.topics.stats, limits.qos, false, payload, None));
+                }
             }
             Outgoing::Prediction(p) => {
-                let mut policy = self.shared.policy();
-                policy.push(p);
-                policy.flush(|p| hand_prediction(ctx, p));
+                shared.policy().push(p);
+                flush(shared, ctx);
             }
         }
     }
@@ -393,24 +271,24 @@ impl Publisher for MqttPublisher {
 
     fn shutdown(&mut self, last: Status, timeout: Duration) {
         let deadline = Instant::now() + timeout;
-        if self.shared.policy().is_connected() {
-            let ctx = &*self.ctx;
-            self.shared.policy().flush(|p| hand_prediction(ctx, p));
-            self.shared.policy().send_live(|| send_status(ctx, &last));
+        let (ctx, shared) = (&*self.ctx, &*self.shared);
+        if shared.policy().is_connected() {
+            flush(shared, ctx);
+            shared.policy().send_live(|| send_status(ctx, shared, &last));
             // Wait for the broker to acknowledge what was handed over, the final status included.
-            while Instant::now() < deadline && self.shared.policy().outstanding() > 0 {
+            while Instant::now() < deadline && shared.policy().outstanding() > 0 {
                 std::thread::sleep(Duration::from_millis(20));
             }
             // DISCONNECT tells the broker not to publish the Last Will: `stopped` stays retained.
-            self.shared.closing.store(true, Ordering::Relaxed);
-            let _ = self.client.try_disconnect();
+            shared.closing.store(true, Ordering::Relaxed);
+            let _ = ctx.client.try_disconnect();
             let until = Instant::now() + Duration::from_secs(2);
             let events_running = |t: &Option<JoinHandle<()>>| t.as_ref().is_some_and(|t| !t.is_finished());
-            while !self.shared.disconnect_sent.load(Ordering::Relaxed) && events_running(&self.events) && Instant::now() < until {
+            while !shared.disconnect_sent.load(Ordering::Relaxed) && events_running(&self.events) && Instant::now() < until {
                 std::thread::sleep(Duration::from_millis(10));
             }
         }
-        self.shared.stop.store(true, Ordering::Relaxed);
+        shared.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.events.take() {
             let _ = t.join();
         }
@@ -429,6 +307,7 @@ mod tests {
     fn settings(url: &str) -> MqttSettings {
         MqttSettings {
             urls: vec![url.into()],
+            protocol: Protocol::V311,
             qos: 1,
             topic_prefix: "sonoedge".into(),
             keep_alive_s: 15,
@@ -443,6 +322,15 @@ mod tests {
 
     fn identity() -> Identity {
         Identity { device_id: "unit".into(), model_sha256: "0".into(), preprocess_digest: "0".into() }
+    }
+
+    #[test]
+    fn a_publish_fits_the_maximum_packet_size_counting_topic_and_header() {
+        let limits = |max| Limits { qos: 1, max_packet_bytes: max };
+        let (topic, payload) = ("a/b", [0u8; 90]);
+        assert!(fits(limits(None), topic, &payload));
+        assert!(fits(limits(Some(3 + 90 + PUBLISH_OVERHEAD_BYTES as u32)), topic, &payload));
+        assert!(!fits(limits(Some(3 + 90 + PUBLISH_OVERHEAD_BYTES as u32 - 1)), topic, &payload));
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! hand these messages over). Time is passed in, so tests drive it with made-up instants.
 //!
 //! Every prediction ends up counted exactly once: made = `predictions_sent` plus
-//! `dropped_offline_queue_full` plus `queue_depth` plus `in_flight`. A prediction the broker has not acknowledged when the link drops is
+//! `dropped_offline_queue_full` plus `refused` (MQTT 5 reason codes, the broker's Maximum Packet
+//! Size) plus `queue_depth` plus `in_flight`. A prediction the broker has not acknowledged when the link drops is
 //! put back at the head of the queue and sent again after the reconnect (at least once, as QoS 1
 //! promises); it is never counted as sent before the broker has it.
 //!
@@ -33,7 +34,27 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use super::PublishCounters;
+use super::{PublishCounters, Refusal};
+
+/// What handing a prediction to the client came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hand {
+    Taken,
+    /// The client's buffer is full: it stays queued for the next flush.
+    Full,
+    /// It cannot be sent (larger than the broker's Maximum Packet Size): dropped, counted.
+    Refused(Refusal),
+}
+
+impl From<bool> for Hand {
+    fn from(taken: bool) -> Hand {
+        if taken {
+            Hand::Taken
+        } else {
+            Hand::Full
+        }
+    }
+}
 
 pub const FIRST_DELAY: Duration = Duration::from_millis(500);
 pub const MAX_DELAY: Duration = Duration::from_secs(8);
@@ -192,15 +213,20 @@ impl<M> Policy<M> {
     }
 
     /// Hands queued predictions to the client, oldest first, while connected and while `try_hand`
-    /// takes them (false: the client's buffer is full; they stay queued for the next flush).
-    pub fn flush(&mut self, mut try_hand: impl FnMut(&M) -> bool) {
+    /// takes them (false or [`Hand::Full`]: the client's buffer is full; they stay queued for the
+    /// next flush; [`Hand::Refused`]: that one is dropped and counted).
+    pub fn flush<H: Into<Hand>>(&mut self, mut try_hand: impl FnMut(&M) -> H) {
         while self.is_connected() {
             let Some(msg) = self.queue.front() else { break };
-            if !try_hand(msg) {
+            let hand = try_hand(msg).into();
+            if hand == Hand::Full {
                 break;
             }
             let msg = self.queue.pop_front().expect("front exists");
-            self.handed.push_back(Slot::Prediction(msg));
+            match hand {
+                Hand::Refused(why) => self.counters.refused.add(why),
+                _ => self.handed.push_back(Slot::Prediction(msg)),
+            }
         }
     }
 
@@ -223,6 +249,19 @@ impl<M> Policy<M> {
             Some(id) => self.awaiting.push((id, slot)),
             None => self.delivered(slot),
         }
+    }
+
+    /// The broker refused the message written under `id` (an MQTT 5 reason code): a prediction is
+    /// counted as refused, not sent, and not sent again (the broker would refuse it again). True if
+    /// it was a prediction; an unknown id is ignored.
+    pub fn refused(&mut self, id: u16, why: Refusal) -> bool {
+        let Some(i) = self.awaiting.iter().position(|(a, _)| *a == id) else { return false };
+        let (_, slot) = self.awaiting.remove(i);
+        let prediction = matches!(slot, Slot::Prediction(_));
+        if prediction {
+            self.counters.refused.add(why);
+        }
+        prediction
     }
 
     /// The broker acknowledged the message written under `id`; an unknown id is ignored.
@@ -324,10 +363,10 @@ mod tests {
         handed
     }
 
-    /// Every prediction is sent, dropped, queued or in flight: never two of these, never none.
+    /// Every prediction is sent, dropped, refused, queued or in flight: never two, never none.
     fn accounted(p: &Policy<u32>) -> u64 {
         let c = p.counters();
-        c.predictions_sent + c.dropped_offline_queue_full + c.queue_depth + c.in_flight
+        c.predictions_sent + c.dropped_offline_queue_full + c.refused.total() + c.queue_depth + c.in_flight
     }
 
     #[test]
@@ -485,7 +524,7 @@ mod tests {
     fn predictions_are_not_handed_over_while_disconnected() {
         let mut p = exact(4);
         p.push(1);
-        p.flush(|_| panic!("handed while disconnected"));
+        p.flush(|_| -> bool { panic!("handed while disconnected") });
         assert_eq!(p.counters().queue_depth, 1);
     }
 
@@ -600,5 +639,55 @@ mod tests {
         let all: u32 = per_node.iter().sum();
         assert!((380..=450).contains(&all), "{all} connections in an hour: {per_node:?}");
         assert!(per_node.iter().all(|&n| n.abs_diff(all / 3) <= 1), "the nodes take turns: {per_node:?}");
+    }
+
+    #[test]
+    fn a_prediction_the_broker_refuses_is_counted_by_reason_and_not_sent_again() {
+        let mut p = exact(8);
+        let now = Instant::now();
+        p.connected(now);
+        p.push(1);
+        p.push(2);
+        p.flush(|_| true);
+        p.written(Some(1));
+        p.written(Some(2));
+        assert!(p.refused(1, Refusal::NotAuthorized));
+        p.acked(2);
+        assert!(!p.refused(9, Refusal::NotAuthorized), "an unknown id");
+        p.connection_error(now);
+        let c = p.counters();
+        assert_eq!((c.predictions_sent, c.refused.not_authorized, c.refused.total(), c.queue_depth), (1, 1, 1, 0));
+        assert_eq!(accounted(&p), 2);
+    }
+
+    #[test]
+    fn a_prediction_too_large_for_the_broker_is_dropped_as_refused_and_the_rest_flow() {
+        let mut p = exact(8);
+        p.connected(Instant::now());
+        for m in [1, 500, 2] {
+            p.push(m);
+        }
+        let mut handed = Vec::new();
+        p.flush(|m| match *m > 100 {
+            true => Hand::Refused(Refusal::PacketTooLarge),
+            false => {
+                handed.push(*m);
+                Hand::Taken
+            }
+        });
+        assert_eq!(handed, vec![1, 2]);
+        let c = p.counters();
+        assert_eq!((c.refused.packet_too_large, c.in_flight, c.queue_depth), (1, 2, 0));
+        assert_eq!(accounted(&p), 3);
+    }
+
+    #[test]
+    fn a_refused_status_or_stats_message_is_not_counted_as_a_prediction() {
+        let mut p = exact(8);
+        p.connected(Instant::now());
+        assert!(p.send_live(|| true));
+        p.written(Some(4));
+        assert!(!p.refused(4, Refusal::QuotaExceeded));
+        assert_eq!((p.counters().refused.total(), p.outstanding()), (0, 0));
     }
 }

@@ -75,6 +75,7 @@ fn generators() -> Vec<(&'static str, Base, BoxedStrategy<Value>)> {
             prop_oneof![Just(s("mqtt://127.0.0.1:0")), Just(s("mqtts://h")), Just(s("mqtt://u:p@h:1")), words()].boxed(),
         ),
         ("mqtt.urls", Brokers, broker_lists()),
+        ("mqtt.protocol", Synthetic, prop_oneof![Just(s("3.1.1")), Just(s("5")), words()].boxed()),
         ("mqtt.qos", Synthetic, int(-1, 4)),
         ("mqtt.topic_prefix", Synthetic, words()),
         ("mqtt.stats_interval_s", Synthetic, int(-1, 100_000)),

@@ -18,6 +18,7 @@ mod golden;
 mod interop;
 mod mjpg_path;
 mod model_contract;
+mod mqtt5;
 mod pixfmt;
 mod preprocess_speed;
 mod secrets;

@@ -1,0 +1,86 @@
+//! The daemon with `mqtt.protocol = "5"` against mosquitto 2 (Debian 12's RabbitMQ and NATS speak
+//! 3.1.1 only): retained status, counts and Last Will as on 3.1.1; a publish the ACL denies is
+//! refused with a reason code, counted as refused and never as sent; the server's Maximum QoS is
+//! honoured and reported once.
+
+use std::time::Duration;
+
+use super::daemon_mqtt::{assert_every_prediction_counted, config, SYNTHETIC};
+use crate::common::foreign::CountingProxy;
+use crate::common::*;
+
+const SIGTERM: i32 = 15;
+const SIGKILL: i32 = 9;
+const V5: &str = "protocol = \"5\"";
+
+/// Stops `d` cleanly and returns the last stats `sub` saw after `stopped`.
+fn stop_and_last_stats(mut d: Daemon, sub: &Subscriber) -> serde_json::Value {
+    d.signal(SIGTERM);
+    assert_eq!(d.wait_exit(Duration::from_secs(15)), Some(0), "log:\n{}", d.log_text());
+    assert!(sub.wait(Duration::from_secs(5), "/status", |p| p["state"] == "stopped").is_some(), "log:\n{}", d.log_text());
+    std::thread::sleep(Duration::from_millis(300));
+    sub.on("/stats").last().expect("stats").payload.clone()
+}
+
+#[test]
+fn on_mqtt5_status_is_retained_every_prediction_is_counted_and_the_last_will_fires() {
+    let dir = scratch("mqtt5");
+    let broker = Broker::start(&dir, "");
+    let sub = Subscriber::start(broker.port, "sonoedge/v5-dev/#");
+    let d = Daemon::spawn(&dir, &config(&broker.url(), "v5-dev", SYNTHETIC, V5));
+    assert!(wait_for(Duration::from_secs(30), || sub.on("/prediction").len() >= 10), "log:\n{}", d.log_text());
+    let late = Subscriber::start(broker.port, "sonoedge/v5-dev/status");
+    let m = late.wait(Duration::from_secs(10), "/status", |_| true).expect("a retained status");
+    assert!(m.retained && m.payload["state"] == "online", "{m:?}");
+    let stats = stop_and_last_stats(d, &sub);
+    assert_eq!(stats["refused"]["not_authorized"], 0, "{stats}");
+    assert_every_prediction_counted(&stats, &[&sub]);
+
+    let will_dir = scratch("mqtt5-will");
+    let sub = Subscriber::start(broker.port, "sonoedge/v5-will/status");
+    let mut d = Daemon::spawn(&will_dir, &config(&broker.url(), "v5-will", SYNTHETIC, &format!("{V5}\nkeep_alive_s = 5")));
+    assert!(sub.wait(Duration::from_secs(30), "/status", |p| p["state"] == "online").is_some(), "log:\n{}", d.log_text());
+    d.signal(SIGKILL);
+    d.wait_exit(Duration::from_secs(5));
+    assert!(sub.wait(Duration::from_secs(20), "/status", |p| p["state"] == "offline").is_some(), "the Last Will");
+}
+
+#[test]
+fn on_mqtt5_predictions_the_acl_denies_are_counted_as_refused_not_sent_and_logged_once() {
+    let dir = scratch("mqtt5-acl");
+    // Status and stats may be written; predictions only read: mosquitto answers their PUBACKs with
+    // reason code 0x87 (not authorized) on MQTT 5, where 3.1.1 gets a plain PUBACK.
+    let acl = dir.join("acl");
+    std::fs::write(&acl, "topic readwrite sonoedge/+/status\ntopic readwrite sonoedge/+/stats\ntopic read sonoedge/+/prediction\n")
+        .unwrap();
+    let broker = Broker::start(&dir, &format!("acl_file {}", acl.display()));
+    let sub = Subscriber::start(broker.port, "sonoedge/v5-acl/#");
+    let d = Daemon::spawn(&dir, &config(&broker.url(), "v5-acl", SYNTHETIC, V5));
+    let refused = |p: &serde_json::Value| p["refused"]["not_authorized"].as_u64() >= Some(5);
+    assert!(sub.wait(Duration::from_secs(30), "/stats", refused).is_some(), "log:\n{}", d.log_text());
+    let log = d.log_text();
+    let stats = stop_and_last_stats(d, &sub);
+    assert_eq!(stats["predictions_sent"], 0, "a refused prediction is never sent: {stats}");
+    assert_every_prediction_counted(&stats, &[&sub]);
+    assert!(sub.on("/prediction").is_empty());
+    let lines = log.lines().filter(|l| l.contains("the broker refused a prediction")).count();
+    assert_eq!(lines, 1, "logged once a minute, not per prediction:\n{log}");
+    assert!(!log.contains("PubAck Pkid"), "rumqttc's own line per refusal is filtered out:\n{log}");
+    assert!(log.contains("not_authorized") && log.contains("ACL"), "{log}");
+}
+
+#[test]
+fn on_mqtt5_the_servers_maximum_qos_is_honoured_and_reported_once_without_a_reconnect() {
+    let dir = scratch("mqtt5-maxqos");
+    let broker = Broker::start(&dir, "max_qos 1");
+    let proxy = CountingProxy::start(broker.port);
+    let sub = Subscriber::start(broker.port, "sonoedge/v5-maxqos/#");
+    // On 3.1.1 mosquitto would disconnect the client at its first QoS 2 publish.
+    let d = Daemon::spawn(&dir, &config(&proxy.url(), "v5-maxqos", SYNTHETIC, &format!("{V5}\nqos = 2")));
+    assert!(wait_for(Duration::from_secs(30), || sub.on("/prediction").len() >= 10), "log:\n{}", d.log_text());
+    let log = d.log_text();
+    let stats = stop_and_last_stats(d, &sub);
+    assert_eq!((proxy.connections(), stats["reconnects"].as_u64()), (1, Some(0)), "{stats}");
+    assert_eq!(log.matches("Maximum QoS is 1").count(), 1, "{log}");
+    assert_every_prediction_counted(&stats, &[&sub]);
+}
