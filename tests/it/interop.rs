@@ -1,7 +1,8 @@
 //! The daemon and `check` against the brokers hospitals already run, besides mosquitto: RabbitMQ's
 //! MQTT plugin and NATS's MQTT gateway (Debian 12 packages, private instances on loopback). Each
 //! test covers connect, `check` at QoS 0, 1 and 2, the retained status, every prediction counted
-//! end to end, the Last Will, and QoS 2 over 20 s through a counting proxy (no reconnect storm).
+//! end to end, the Last Will, `protocol = "5"` refused with a log line naming the fix, and QoS 2
+//! over 20 s through a counting proxy (no reconnect storm).
 //!
 //! Ignored by a plain `cargo test` (RabbitMQ alone takes ~15 s to start, and these would run once
 //! more per ARM target): tests/run-all.sh's interop stage runs them with `--ignored` and
@@ -80,6 +81,18 @@ fn common_scenario(broker: &Foreign, dir: &Path) {
     }
     status_and_counts(broker);
     last_will(broker);
+    mqtt5_is_refused_and_the_log_names_the_fix(broker);
+}
+
+/// Debian 12's RabbitMQ and NATS speak MQTT 3.1.1 only: a daemon set to 5 retries with backoff
+/// and its log says to set `mqtt.protocol = "3.1.1"`.
+fn mqtt5_is_refused_and_the_log_names_the_fix(broker: &Foreign) {
+    let device = format!("{}-v5", broker.name.to_lowercase());
+    let d = Daemon::spawn(&scratch(&format!("{device}-run")), &config(&broker.url(), &device, SYNTHETIC, "protocol = \"5\""));
+    let named = wait_for(Duration::from_secs(20), || d.log_text().contains("mqtt.protocol = \"3.1.1\""));
+    let line = d.log_text().lines().find(|l| l.contains("WARN")).unwrap_or("(no warning)").to_string();
+    eprintln!("MATRIX {} {} protocol=5 daemon: {line}", broker.name, broker.version);
+    assert!(named, "log:\n{}", d.log_text());
 }
 
 /// `sonoedge check` at `qos`: its exit code and output, also printed as a MATRIX line.

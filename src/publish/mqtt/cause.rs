@@ -41,6 +41,13 @@ pub fn explain(e: &WireError, up_for: Option<Duration>, stable: Duration, qos: u
     };
     match (failure, up_for) {
         (Failure::Known(c), _) => c,
+        (Failure::ClosedByPeer, None) if matches!(e, WireError::V5(_)) => cause(
+            "protocol",
+            format!(
+                "the broker closed the connection on the MQTT 5 CONNECT ({text}): it may not speak MQTT 5 \
+                 (Debian 12's RabbitMQ 3.10 and NATS 2.9 do not); set mqtt.protocol = \"3.1.1\""
+            ),
+        ),
         (Failure::ClosedByPeer, Some(up)) if up < stable => closed_after_connack(up, qos),
         (_, Some(_)) => cause("lost", format!("connection lost: {text}")),
         (Failure::Tls(e), None) => {
@@ -232,6 +239,9 @@ mod tests {
         assert!(c.text.contains("SessionTakenOver") && c.text.contains("duplicate device_id"), "{}", c.text);
         let c = explain(&WireError::V5(Box::new(Error5::ConnectionRefused(Code5::UnsupportedProtocolVersion))), None, STABLE, 1);
         assert!(c.text.contains("mqtt.protocol = \"3.1.1\""), "{}", c.text);
+        let closed = WireError::V5(Box::new(Error5::MqttState(State5::ConnectionAborted)));
+        assert!(explain(&closed, None, STABLE, 1).text.contains("may not speak MQTT 5"), "a close before CONNACK");
+        assert_eq!(explain(&closed, Some(Duration::from_secs(1)), STABLE, 1).kind, "closed-after-connack");
     }
 
     #[test]
