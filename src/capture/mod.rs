@@ -96,9 +96,33 @@ pub enum CaptureError {
     /// The buffer could not be used (truncated, corrupt); the frame is skipped and counted.
     #[error("corrupt frame: {0}")]
     Corrupt(String),
+    /// A frame the source numbered (the driver's sequence) but could not deliver intact; counted
+    /// as corrupt only, never also as a gap in the sequence.
+    #[error("corrupt frame {sequence}: {why}")]
+    Damaged { sequence: u64, why: String },
+    /// The driver says its input has no usable signal (it may still deliver buffers of noise);
+    /// `sequence` is the buffer's, when one was dequeued and dropped.
+    #[error("no signal: {why}")]
+    NoSignal { why: String, sequence: Option<u64> },
     /// The source is gone or not there yet; the caller reports it and retries later.
     #[error("source unavailable: {0}")]
     Unavailable(String),
+}
+
+impl CaptureError {
+    /// The source's sequence number of the frame this error stands for, if it stands for one.
+    pub fn sequence(&self) -> Option<u64> {
+        match self {
+            CaptureError::Damaged { sequence, .. } => Some(*sequence),
+            CaptureError::NoSignal { sequence, .. } => *sequence,
+            CaptureError::Corrupt(_) | CaptureError::Unavailable(_) => None,
+        }
+    }
+
+    /// True when a frame came (and is counted as captured) but cannot be used.
+    pub fn is_frame(&self) -> bool {
+        matches!(self, CaptureError::Corrupt(_) | CaptureError::Damaged { .. } | CaptureError::NoSignal { sequence: Some(_), .. })
+    }
 }
 
 /// Where frames come from. `next_frame` blocks until a frame is due (or a short timeout passes,

@@ -1,10 +1,12 @@
 //! The one checked conversion from the raw config (what serde read) to the typed [`Config`]: every
 //! value is range-checked (src/config/ranges.rs) and parsed here, and nowhere else.
 
-use super::raw::{RawConfig, RawMqtt, RawSource};
+use std::time::Duration;
+
+use super::raw::{RawConfig, RawInput, RawMqtt, RawSource};
 use super::{ranges, valid_topic_level, BrokerUrl, Config, MqttConfig, SourceConfig, SourceKind};
 use crate::capture::v4l2::negotiate::{parse_fourcc, Want};
-use crate::capture::v4l2::{DeviceSpec, V4l2Settings};
+use crate::capture::v4l2::{DeviceSpec, InputSpec, V4l2Settings};
 use crate::publish::mqtt::parse_url;
 use crate::publish::mqtt::wire::Protocol;
 
@@ -166,15 +168,28 @@ impl RawSource {
                 }
                 SourceKind::Images { path, fps: checked_fps(fps)?, looping }
             }
-            RawSource::V4l2 { device, format, width, height, fps, buffers, .. } => {
+            RawSource::V4l2 { device, format, width, height, fps, buffers, input, stall_s, .. } => {
                 let device = DeviceSpec::parse(&device).map_err(at("source.device"))?;
                 let fourcc = parse_fourcc(&format).map_err(at("source.format"))?;
                 let size = ranges::size(width, height).map_err(at("source.width"))?;
                 let fps = fps.map(checked_fps).transpose()?;
                 let buffers = ranges::within(buffers, &ranges::BUFFERS).map_err(at("source.buffers"))?;
-                SourceKind::V4l2(V4l2Settings { device, want: Want { fourcc, size, fps }, buffers })
+                let input = input.map(checked_input).transpose()?;
+                let stall = ranges::within(stall_s, &ranges::STALL_S).map_err(at("source.stall_s"))?;
+                let stall = Duration::from_secs_f64(stall);
+                SourceKind::V4l2(V4l2Settings { device, want: Want { fourcc, size, fps }, buffers, input, stall })
             }
         })
+    }
+}
+
+fn checked_input(raw: RawInput) -> Result<InputSpec, Bad> {
+    match raw {
+        RawInput::Index(n) => ranges::within(n, &ranges::INPUT_INDEX).map(|n| InputSpec::Index(n as u32)).map_err(at("source.input")),
+        RawInput::Name(name) if !name.trim().is_empty() && name.len() <= ranges::MAX_INPUT_NAME => Ok(InputSpec::Name(name)),
+        RawInput::Name(_) => {
+            Err(("source.input", format!("an input name has 1-{} bytes (or give the input's index)", ranges::MAX_INPUT_NAME)))
+        }
     }
 }
 

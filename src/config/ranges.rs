@@ -25,6 +25,13 @@ pub const NO_SIGNAL_LUMA: RangeInclusive<f64> = 0.0..=64.0;
 pub const FROZEN_MAD: RangeInclusive<f64> = 0.0..=64.0;
 pub const THREADS: RangeInclusive<usize> = 1..=64;
 pub const BUFFERS: RangeInclusive<u32> = 2..=8;
+/// A V4L2 input index (drivers number their inputs from 0; none has dozens).
+pub const INPUT_INDEX: RangeInclusive<i64> = 0..=63;
+/// An input name as the driver gives it (32 bytes in `struct v4l2_input`).
+pub const MAX_INPUT_NAME: usize = 31;
+/// Seconds without a buffer before a grabber counts as lost: a 1 fps stream must not be lost; ten
+/// minutes of silence is not a paused stream any more.
+pub const STALL_S: RangeInclusive<f64> = 1.0..=600.0;
 /// One day; 0 = no stats messages.
 pub const STATS_INTERVAL_S: RangeInclusive<u64> = 0..=86_400;
 /// Each held prediction is a few hundred bytes: 10000 bounds the queue to a few MB.

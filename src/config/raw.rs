@@ -63,6 +63,13 @@ pub enum RawSource {
         fps: Option<f64>,
         #[serde(default = "four")]
         buffers: u32,
+        /// The input of a multi-input grabber: its index or its name as `sonoedge devices` shows.
+        #[serde(default)]
+        input: Option<RawInput>,
+        /// Seconds without a buffer (and without "no signal" from the driver) before the grabber
+        /// is taken for lost and reopened.
+        #[serde(default = "default_stall_s")]
+        stall_s: f64,
         /// Interlaced input: `top_field` (default), `blend` or `weave` (as delivered).
         #[serde(default)]
         interlace: Deinterlace,
@@ -128,6 +135,18 @@ fn yes() -> bool {
 fn auto() -> String {
     "auto".into()
 }
+/// `input = 2` or `input = "HDMI"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RawInput {
+    Index(i64),
+    Name(String),
+}
+
+fn default_stall_s() -> f64 {
+    crate::capture::v4l2::STALL.as_secs_f64()
+}
+
 fn four() -> u32 {
     4
 }

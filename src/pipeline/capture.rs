@@ -55,6 +55,15 @@ impl CaptureLoop {
                 Ok(Some(f)) => f,
                 Ok(None) => continue, // timeout: look at the stop flag again
                 Err(e) => {
+                    if e.is_frame() {
+                        // A frame came and is counted by the kind of its fault; frames lost before
+                        // it are gaps, it is not.
+                        Counters::add(&self.stage.counters.frames_in);
+                        frame_no += 1;
+                    }
+                    if let Some(sequence) = e.sequence() {
+                        count_gaps(&self.stage.counters, &mut last_seq, sequence);
+                    }
                     self.stage.on_error(e);
                     continue;
                 }
@@ -99,10 +108,16 @@ impl CaptureStage {
     /// A frame the source could not give: a corrupt one is counted, a lost source reported.
     fn on_error(&self, e: CaptureError) {
         match e {
-            CaptureError::Corrupt(why) => {
+            CaptureError::Corrupt(why) | CaptureError::Damaged { why, .. } => {
                 Counters::add(&self.counters.dropped_corrupt_frame);
                 self.warn_corrupt(&why);
                 self.state.set(SourceState::Streaming, GateState::CorruptFrames, Some(why));
+            }
+            CaptureError::NoSignal { why, sequence } => {
+                if sequence.is_some() {
+                    Counters::add(&self.counters.gated_no_signal);
+                }
+                self.state.set(SourceState::Streaming, GateState::NoSignal, Some(why));
             }
             CaptureError::Unavailable(why) => {
                 self.state.next_generation();

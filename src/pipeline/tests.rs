@@ -261,3 +261,40 @@ fn a_result_from_before_a_reopen_is_withheld_even_when_it_arrives_after_streamin
     assert_eq!(published, [1, 3]);
     assert_eq!(counters.dropped_source_lost.load(Relaxed), 1);
 }
+
+/// The phantom (unpaced, so every call gives a frame) as a grabber with faults: frame 3 never
+/// arrives (a gap in the driver's sequence), frames 5 and 6 arrive flagged as damaged.
+struct FaultyGrabber(SyntheticSource, u64);
+
+impl FrameSource for FaultyGrabber {
+    fn describe(&self) -> String {
+        "faulty grabber".into()
+    }
+
+    fn next_frame(&mut self) -> Result<Option<Frame<'_>>, CaptureError> {
+        let sequence = self.1;
+        self.1 += 1;
+        match sequence {
+            3 => {
+                self.0.next_frame()?;
+                self.1 += 1;
+                self.0.next_frame()
+            }
+            5 | 6 => {
+                self.0.next_frame()?;
+                Err(CaptureError::Damaged { sequence, why: "flagged by the driver".into() })
+            }
+            _ => self.0.next_frame(),
+        }
+    }
+}
+
+#[test]
+fn each_lost_or_damaged_frame_is_counted_once_in_one_counter() {
+    let rec = RecordingPublisher::default();
+    let c = run_until(parts(Box::new(FaultyGrabber(phantom(3, 0.0), 0)), rec), |c| c.frames_in.load(Relaxed) >= 12);
+    assert_eq!(c.source_gaps.load(Relaxed), 1, "frame 3 never arrived");
+    assert_eq!(c.dropped_corrupt_frame.load(Relaxed), 2, "frames 5 and 6 were damaged");
+    let predictions = c.inferred.load(Relaxed);
+    assert!((0..=1).contains(&unaccounted(&c, predictions)), "unaccounted frames: {}", unaccounted(&c, predictions));
+}

@@ -89,7 +89,22 @@ pub struct Status {
     pub detail: Option<String>,
     pub model_sha256: String,
     pub preprocess_digest: String,
+    /// This daemon process (pid and start time): a subscriber sees a restart as a new value.
+    pub instance: &'static str,
+    /// When this process started (wall clock, as `time`).
+    pub started_at: &'static str,
     pub time: String,
+}
+
+/// The process's `(instance, started_at)`, fixed at the first call.
+fn process_identity() -> (&'static str, &'static str) {
+    static ID: std::sync::OnceLock<(String, String)> = std::sync::OnceLock::new();
+    let (instance, started) = ID.get_or_init(|| {
+        let now = SystemTime::now();
+        let ms = now.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_millis();
+        (format!("{:x}-{ms:x}", std::process::id()), rfc3339_ms(now))
+    });
+    (instance, started)
 }
 
 impl Status {
@@ -106,6 +121,8 @@ impl Status {
             detail: None,
             model_sha256: id.model_sha256.clone(),
             preprocess_digest: id.preprocess_digest.clone(),
+            instance: process_identity().0,
+            started_at: process_identity().1,
             time: rfc3339_ms(SystemTime::now()),
         }
     }

@@ -60,6 +60,8 @@ fn generators() -> Vec<(&'static str, Base, BoxedStrategy<Value>)> {
         ("source.height", Example, int(-1, 10_000)),
         ("source.fps", Example, float(-1.0, 300.0)),
         ("source.buffers", Example, int(-1, 12)),
+        ("source.input", Example, prop_oneof![int(-1, 70), Just(s("HDMI")), Just(s("")), words()].boxed()),
+        ("source.stall_s", Example, float(-1.0, 700.0)),
         ("source.interlace", Example, prop_oneof![Just(s("blend")), Just(s("weave")), Just(s("top_field")), words()].boxed()),
         ("source.roi", Example, roi()),
         ("source.fan.origin_px", Example, floats(2, -2e5, 2e5)),
