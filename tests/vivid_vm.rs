@@ -24,8 +24,9 @@ const VIVID_DISCONNECT: &str = "0x00f0f041";
 const VIVID_DV_SIGNAL_MODE: &str = "0x00f0f03e";
 const VIVID_DV_TIMINGS: &str = "0x00f0f03f";
 /// Input 0 a webcam (the format runs), input 1 HDMI (the signal scenario): vivid's input_types
-/// takes two bits per input, 3 = HDMI.
-const VIVID_OPTS: &str = "n_devs=1 node_types=0x1 num_inputs=2 input_types=0xc";
+/// takes two bits per input, 3 = HDMI. No crop, compose or scaler on capture (ccs_cap_mode=0),
+/// so a frame has the size of the input's timings, as on a grabber without a scaler.
+const VIVID_OPTS: &str = "n_devs=1 node_types=0x1 num_inputs=2 input_types=0xc ccs_cap_mode=0";
 /// The HDMI scenario's signal modes, each held for a few seconds, in order.
 const HDMI_STEPS: [(&str, &str); 7] =
     [("0", "signal"), ("1", "no signal"), ("0", "signal"), ("2", "no lock"), ("0", "signal"), ("3", "out of range"), ("0", "signal")];
@@ -169,9 +170,10 @@ fn check_hdmi_signal(sub: &Subscriber, console: &str) {
     println!("hdmi timeline: {}", timeline.join(", "));
     let losses: Vec<usize> = gates.iter().filter(|(_, g)| *g == "no_signal").map(|(i, _)| *i).collect();
     assert!(losses.len() >= 3, "want no_signal for no signal, no lock and out of range; timeline: {timeline:?}");
-    for (what, &at) in ["no signal", "lock", "out of range"].iter().zip(&losses) {
+    for (what, &at) in ["no signal", "no lock", "out of range"].iter().zip(&losses) {
         let detail = msgs[at].payload["detail"].as_str().unwrap_or("");
         println!("hdmi: {what}: {detail}");
+        assert!(detail.contains(what), "the {what} status says `{detail}`");
     }
     for &at in &losses {
         let end = gates.iter().find(|(i, g)| *i > at && *g != "no_signal").map_or(msgs.len(), |(i, _)| *i);
