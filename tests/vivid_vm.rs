@@ -23,9 +23,11 @@ const VIVID_DISCONNECT: &str = "0x00f0f041";
 /// 2 no lock, 3 out of range, 4 the timings selected by "DV Timings" below.
 const VIVID_DV_SIGNAL_MODE: &str = "0x00f0f03e";
 const VIVID_DV_TIMINGS: &str = "0x00f0f03f";
-/// Input 0 a webcam (the format runs), input 1 HDMI (the signal scenario): vivid's input_types
-/// takes two bits per input, 3 = HDMI.
-const VIVID_OPTS: &str = "n_devs=1 node_types=0x1 num_inputs=2 input_types=0xc";
+/// Input 0 a webcam (every run but the HDMI one selects it: vivid keeps the last input selected),
+/// input 1 HDMI (the signal scenario): vivid's input_types
+/// takes two bits per input, 3 = HDMI. No crop, compose or scaler on capture (ccs_cap_mode=0),
+/// so a frame has the size of the input's timings, as on a grabber without a scaler.
+const VIVID_OPTS: &str = "n_devs=1 node_types=0x1 num_inputs=2 input_types=0xc ccs_cap_mode=0";
 /// The HDMI scenario's signal modes, each held for a few seconds, in order.
 const HDMI_STEPS: [(&str, &str); 7] =
     [("0", "signal"), ("1", "no signal"), ("0", "signal"), ("2", "no lock"), ("0", "signal"), ("3", "out of range"), ("0", "signal")];
@@ -49,7 +51,7 @@ const SLOW_RUN_S: u32 = 20;
 
 fn config(device_id: &str, format: &str, fps: u32, port: u16) -> String {
     format!(
-        "device_id = \"{device_id}\"\n[model]\npath = \"model\"\n[source]\nkind = \"v4l2\"\ndevice = \"/dev/video0\"\nformat = \"{format}\"\n\
+        "device_id = \"{device_id}\"\n[model]\npath = \"model\"\n[source]\nkind = \"v4l2\"\ndevice = \"/dev/video0\"\ninput = 0\nformat = \"{format}\"\n\
          width = 1280\nheight = 720\nfps = {fps}\nroi = [160, 90, 960, 540]\n[pipeline]\nmax_fps = 4\nfrozen_mad = 0\n\
          [mqtt]\nurl = \"mqtt://10.0.2.100:{port}\"\nstats_interval_s = 2\n"
     )
@@ -100,7 +102,7 @@ fn payload(dir: &Path, port: u16) -> PathBuf {
     for f in FORMATS {
         std::fs::write(p.join(format!("{}.toml", f.to_lowercase())), config(&format!("vm-{}", f.to_lowercase()), f, 30, port)).unwrap();
     }
-    std::fs::write(p.join("hdmi.toml"), config("vm-hdmi", "YUYV", 30, port).replace("[source]\n", "[source]\ninput = 1\n")).unwrap();
+    std::fs::write(p.join("hdmi.toml"), config("vm-hdmi", "YUYV", 30, port).replace("input = 0", "input = 1")).unwrap();
     std::fs::write(p.join("slow.toml"), config("vm-slow", "YUYV", SLOW_FPS, port)).unwrap();
     std::fs::write(p.join("disc.toml"), config("vm-disc", "YUYV", 30, port)).unwrap();
     std::fs::write(p.join("scenario.sh"), scenario()).unwrap();
@@ -169,9 +171,10 @@ fn check_hdmi_signal(sub: &Subscriber, console: &str) {
     println!("hdmi timeline: {}", timeline.join(", "));
     let losses: Vec<usize> = gates.iter().filter(|(_, g)| *g == "no_signal").map(|(i, _)| *i).collect();
     assert!(losses.len() >= 3, "want no_signal for no signal, no lock and out of range; timeline: {timeline:?}");
-    for (what, &at) in ["no signal", "lock", "out of range"].iter().zip(&losses) {
+    for (what, &at) in ["no signal", "no lock", "out of range"].iter().zip(&losses) {
         let detail = msgs[at].payload["detail"].as_str().unwrap_or("");
         println!("hdmi: {what}: {detail}");
+        assert!(detail.contains(what), "the {what} status says `{detail}`");
     }
     for &at in &losses {
         let end = gates.iter().find(|(i, g)| *i > at && *g != "no_signal").map_or(msgs.len(), |(i, _)| *i);

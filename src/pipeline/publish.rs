@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use super::stats::{Counters, StatsReporter};
 use super::status::{Facts, Heartbeats, SharedState, Thread};
 use crate::publish::{Identity, Outgoing, Publisher, Status};
-use crate::state::{DaemonState, Gate, SourceState};
+use crate::state::{DaemonState, Gate};
 
 pub(super) struct PublishLoop {
     pub publisher: Box<dyn Publisher>,
@@ -40,9 +40,11 @@ impl PublishLoop {
             }
             match self.rx.recv_timeout(Duration::from_millis(100)) {
                 Ok(Outgoing::Prediction(p)) => {
-                    // The status goes out first; a result from before a loss or a size change is stale.
+                    // The status goes out first; a result from before a loss or a size change is
+                    // stale, and so is one that finished after the input stopped being classified
+                    // (no signal, ROI mismatch): nothing is published after status said so.
                     published = self.publish_status_if_changed(published);
-                    if p.generation == self.state.generation() && self.state.source() != SourceState::Waiting {
+                    if p.generation == self.state.generation() && self.state.accepts_results() {
                         self.publisher.publish(Outgoing::Prediction(p));
                     } else {
                         Counters::add(&self.counters.dropped_source_lost);

@@ -46,6 +46,15 @@ impl SharedState {
         self.facts.lock().unwrap().source
     }
 
+    /// True while a finished result may still be published: the source streams and its input is
+    /// one whose images are classified (not lost, no signal, ROI mismatch or corrupt input now).
+    /// A replay that ended still has its last results published.
+    pub fn accepts_results(&self) -> bool {
+        let facts = self.facts.lock().unwrap();
+        let unclassified = facts.gate != Gate::SourceEnded && facts.gate.input_state().is_some_and(|s| !s.is_classified());
+        facts.source != SourceState::Waiting && !unclassified
+    }
+
     /// The current stream generation.
     pub fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)

@@ -81,7 +81,8 @@ fn the_phantom_is_gated_inferred_and_published_and_every_frame_is_accounted_for(
     let messages = rec.messages.lock().unwrap();
     let predictions = messages.iter().filter(|m| matches!(m, Outgoing::Prediction(_))).count() as u64;
     assert!(predictions >= 5, "{predictions} predictions");
-    assert_eq!(predictions, c.inferred.load(Relaxed));
+    // A result that finished after the next segment turned the input to no signal is withheld.
+    assert_eq!(predictions + c.dropped_source_lost.load(Relaxed), c.inferred.load(Relaxed));
     // An unthrottled source outruns inference: the busy drops are counted, not lost.
     assert!(c.dropped_inference_busy.load(Relaxed) > 0);
     assert!(c.gated_no_signal.load(Relaxed) + c.gated_frozen.load(Relaxed) > 0, "the phantom's gated segments were not gated");
@@ -259,6 +260,33 @@ fn a_result_from_before_a_reopen_is_withheld_even_when_it_arrives_after_streamin
     let published: Vec<u64> =
         rec.messages.lock().unwrap().iter().filter_map(|m| if let Outgoing::Prediction(p) = m { Some(p.frame) } else { None }).collect();
     assert_eq!(published, [1, 3]);
+    assert_eq!(counters.dropped_source_lost.load(Relaxed), 1);
+}
+
+#[test]
+fn a_result_that_finishes_after_status_said_no_signal_is_withheld() {
+    let rec = RecordingPublisher::default();
+    let (counters, state) = (Arc::new(Counters::default()), Arc::new(SharedState::default()));
+    let (tx, rx) = sync_channel(8);
+    let publish = publish::PublishLoop {
+        publisher: Box::new(rec.clone()),
+        rx,
+        counters: counters.clone(),
+        state: state.clone(),
+        identity: Identity { device_id: "t".into(), model_sha256: "m".into(), preprocess_digest: "p".into() },
+        describe: "test".into(),
+        stats_interval: Duration::ZERO,
+        system_facts: || serde_json::json!({}),
+        heartbeats: Arc::new(Heartbeats::new()),
+    };
+    state.set(SourceState::Streaming, GateState::NoSignal, Some("the grabber reports no signal".into()));
+    let thread = std::thread::spawn(move || publish.run());
+    tx.send(Outgoing::Prediction(prediction(1, 0))).unwrap();
+    drop(tx);
+    thread.join().unwrap();
+    let messages = rec.messages.lock().unwrap();
+    assert!(!messages.iter().any(|m| matches!(m, Outgoing::Prediction(_))), "a prediction was published under no_signal");
+    assert_eq!(statuses(&messages)[0].gate, GateState::NoSignal);
     assert_eq!(counters.dropped_source_lost.load(Relaxed), 1);
 }
 

@@ -80,16 +80,16 @@ pub fn dv_reason(errno: i32) -> Option<&'static str> {
     }
 }
 
-/// One check: the status flags, then the detected timings against the ones in use.
+/// One check: the detected timings' answer (the more specific: no link, no lock, out of range),
+/// then the status flags, then the detected timings against the ones in use.
 pub fn judge(flags: Option<u32>, detected: Option<Result<Timings, i32>>, in_use: Option<Timings>) -> Verdict {
+    if let Some(why) = detected.and_then(|d| d.err()).and_then(dv_reason) {
+        return Verdict::Absent(format!("the grabber reports {why}"));
+    }
     if let Some(why) = flags.and_then(status_reason) {
         return Verdict::Absent(format!("the grabber reports {why} on its input"));
     }
     match detected {
-        Some(Err(errno)) => match dv_reason(errno) {
-            Some(why) => Verdict::Absent(format!("the grabber reports {why}")),
-            None => Verdict::Present,
-        },
         Some(Ok(t)) if in_use.is_some_and(|u| u != t) => {
             Verdict::Changed(format!("the input signal changed to {}x{}{}", t.width, t.height, if t.interlaced { "i" } else { "p" }))
         }
@@ -318,5 +318,11 @@ mod tests {
     fn status_flags_win_over_detected_timings() {
         let v = judge(Some(sys::V4L2_IN_ST_NO_SIGNAL), Some(Ok(SD)), Some(HD));
         assert_eq!(v, Verdict::Absent("the grabber reports no signal on its input".into()));
+    }
+
+    #[test]
+    fn the_timings_query_names_the_fault_more_precisely_than_the_flags() {
+        let v = judge(Some(sys::V4L2_IN_ST_NO_H_LOCK), Some(Err(libc::ERANGE)), Some(HD));
+        assert_eq!(v, Verdict::Absent("the grabber reports signal out of range".into()));
     }
 }
