@@ -23,6 +23,10 @@ const VIVID_DISCONNECT: &str = "0x00f0f041";
 /// 2 no lock, 3 out of range, 4 the timings selected by "DV Timings" below.
 const VIVID_DV_SIGNAL_MODE: &str = "0x00f0f03e";
 const VIVID_DV_TIMINGS: &str = "0x00f0f03f";
+/// vivid's "Percentage of Dropped Buffers" (0-100).
+const VIVID_PERC_DROPPED: &str = "0x00f0f040";
+/// How long the dropped-buffers scenario delivers nothing: longer than the default stall_s (5).
+const DROP_ALL_S: u32 = 10;
 /// Input 0 a webcam (every run but the HDMI one selects it: vivid keeps the last input selected),
 /// input 1 HDMI (the signal scenario): vivid's input_types
 /// takes two bits per input, 3 = HDMI. No crop, compose or scaler on capture (ccs_cap_mode=0),
@@ -69,6 +73,10 @@ fn scenario() -> String {
         s += &format!("./sonoedge run --config {id}.toml & pid=$!\nsleep 8\nkill -TERM $pid\nwait $pid\necho \"EXIT {id} $?\"\n");
     }
     s += &hdmi_scenario();
+    s += &format!(
+        "echo DROP-BEGIN\n./sonoedge run --config drop.toml & pid=$!\nsleep 6\necho DROP-ALL\n./v4l2_ctl /dev/video0 {VIVID_PERC_DROPPED} 100\n\
+         sleep {DROP_ALL_S}\necho DROP-NONE\n./v4l2_ctl /dev/video0 {VIVID_PERC_DROPPED} 0\nsleep 8\nkill -TERM $pid\nwait $pid\necho \"EXIT drop $?\"\n"
+    );
     s += &format!("echo SLOW-BEGIN\n./sonoedge run --config slow.toml & pid=$!\nsleep {SLOW_RUN_S}\nkill -TERM $pid\nwait $pid\necho \"EXIT slow $?\"\n");
     s += &format!(
         "./sonoedge run --config disc.toml & pid=$!\nsleep 8\n./v4l2_ctl /dev/video0 {VIVID_DISCONNECT}\n\
@@ -103,6 +111,7 @@ fn payload(dir: &Path, port: u16) -> PathBuf {
         std::fs::write(p.join(format!("{}.toml", f.to_lowercase())), config(&format!("vm-{}", f.to_lowercase()), f, 30, port)).unwrap();
     }
     std::fs::write(p.join("hdmi.toml"), config("vm-hdmi", "YUYV", 30, port).replace("input = 0", "input = 1")).unwrap();
+    std::fs::write(p.join("drop.toml"), config("vm-drop", "YUYV", 30, port)).unwrap();
     std::fs::write(p.join("slow.toml"), config("vm-slow", "YUYV", SLOW_FPS, port)).unwrap();
     std::fs::write(p.join("disc.toml"), config("vm-disc", "YUYV", 30, port)).unwrap();
     std::fs::write(p.join("scenario.sh"), scenario()).unwrap();
@@ -150,6 +159,7 @@ fn vivid_formats_and_disconnect_in_a_vm() {
         check_format(&sub, f, &console);
     }
     check_hdmi_signal(&sub, &console);
+    check_dropped_buffers(&sub, &console);
     check_slow_stream(&sub, &console);
     check_disconnect(&sub, &console);
 }
@@ -190,6 +200,30 @@ fn check_hdmi_signal(sub: &Subscriber, console: &str) {
         msgs[mismatch..].iter().filter(|m| is_prediction(m) && m.at.duration_since(msgs[mismatch].at) > Duration::from_secs(1)).count();
     assert!(after == 0, "{after} predictions after roi_mismatch");
     assert!(console.contains("EXIT hdmi 0"), "the daemon did not exit 0 on SIGTERM");
+}
+
+/// Every buffer dropped for 10 s: the source is `waiting` only once the stall time has passed
+/// without a buffer, and predictions come back after the drops stop, from the same process.
+fn check_dropped_buffers(sub: &Subscriber, console: &str) {
+    let msgs = device_msgs(sub, "vm-drop");
+    let waiting = msgs.iter().position(|m| source_state(m) == Some("waiting"));
+    let waiting = waiting.unwrap_or_else(|| panic!("no waiting status while every buffer was dropped; console:\n{console}"));
+    let last_before = msgs[..waiting].iter().rev().find(|m| is_prediction(m)).expect("no prediction before the drops");
+    let silent = msgs[waiting].at.duration_since(last_before.at);
+    let first_after = msgs[waiting..].iter().find(|m| is_prediction(m));
+    let first_after = first_after.unwrap_or_else(|| panic!("no prediction after the drops stopped; console:\n{console}"));
+    println!(
+        "dropped buffers: waiting {:.1} s after the last prediction ({:?}), first prediction {:.1} s after the waiting status",
+        silent.as_secs_f64(),
+        msgs[waiting].payload["detail"],
+        first_after.at.duration_since(msgs[waiting].at).as_secs_f64()
+    );
+    // The last prediction came at most a frame interval or two before the drops began.
+    assert!(silent >= Duration::from_secs(4), "waiting {silent:?} after the last frame: before the 5 s stall time");
+    let mut instances: Vec<&str> = msgs.iter().filter_map(|m| m.payload["instance"].as_str()).collect();
+    instances.dedup();
+    assert!(instances.len() == 1, "one daemon process throughout, but status named {instances:?}");
+    assert!(console.contains("EXIT drop 0"), "the daemon did not exit 0 on SIGTERM");
 }
 
 /// A stream slower than the daemon's wait for a buffer is not a lost device: it streams
