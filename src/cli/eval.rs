@@ -23,9 +23,9 @@ use sonoedge::infer::Model;
 
 #[derive(Debug, Args)]
 pub struct EvalArgs {
-    /// A daemon config: its model, ROI and fan mask are used, so images are cropped and masked
-    /// exactly as the daemon does (instead of --model).
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["model", "labels", "preprocessor"])]
+    /// A daemon config: its model (with its threads), ROI and fan mask are used, so images are
+    /// cropped and masked exactly as the daemon does (instead of --model).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["model", "labels", "preprocessor", "threads", "plain_tract"])]
     pub config: Option<PathBuf>,
     #[command(flatten)]
     pub model: ModelArgs,
