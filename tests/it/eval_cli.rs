@@ -158,3 +158,11 @@ fn eval_fails_when_no_image_could_be_scored_instead_of_reporting_undefined_figur
     assert!(!json_path.exists(), "no report of zero images");
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn eval_refuses_threads_beside_config_rather_than_ignoring_them() {
+    let out = sonoedge().args(["eval", "--config", "/nonexistent.toml", "--threads", "4", "--data", "/nonexistent"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--config <FILE>") && stderr.contains("--threads"), "{stderr}");
+}
