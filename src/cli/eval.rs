@@ -23,9 +23,9 @@ use sonoedge::infer::Model;
 
 #[derive(Debug, Args)]
 pub struct EvalArgs {
-    /// A daemon config: its model, ROI and fan mask are used, so images are cropped and masked
-    /// exactly as the daemon does (instead of --model).
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["model", "labels", "preprocessor"])]
+    /// A daemon config: its model (with its threads), ROI and fan mask are used, so images are
+    /// cropped and masked exactly as the daemon does (instead of --model).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["model", "labels", "preprocessor", "threads", "plain_tract"])]
     pub config: Option<PathBuf>,
     #[command(flatten)]
     pub model: ModelArgs,
@@ -65,11 +65,22 @@ pub fn run(args: &EvalArgs, model: &Model, mut region: Region) -> anyhow::Result
     let training = args.training_list.as_deref().map(read_training_list).transpose()?;
     let set = dataset::load(&args.data, model.labels(), &map)?;
     log::info!("{}: {} images to score, {} masks skipped", args.data.display(), set.items.len(), set.masks_skipped);
+    for path in &set.non_images_skipped {
+        log::warn!("not scored: {}: not a .png, .jpg, .jpeg or .bmp file", path.display());
+    }
     let started = Instant::now();
     let mut bar = Progress::new(started);
     let scores = score(model, &mut region, &set.items, |done, total| bar.update(done, total))?;
     for (path, error) in &scores.failed {
         log::warn!("not scored: {}: {error}", path.display());
+    }
+    if let (true, Some((path, error))) = (scores.scored.is_empty(), scores.failed.first()) {
+        anyhow::bail!(
+            "none of the {} images of {} could be scored (the first: {}: {error}); check the files, and with --config its source.roi and source.fan",
+            scores.failed.len(),
+            args.data.display(),
+            path.display()
+        );
     }
     let mut run = assemble(args, model, set, scores, started.elapsed().as_secs_f64());
     leakage(&mut run, training.as_ref())?;
@@ -113,10 +124,12 @@ fn leakage(run: &mut Run, training: Option<&HashSet<String>>) -> anyhow::Result<
     let files = |g: &Vec<usize>| g.iter().map(|&i| run.scored[i].0.clone()).collect::<Vec<_>>();
     let near = duplicate_groups(&hashes, true);
     let deduplicated = subset(run, &extra_copies(&near));
+    let mixed = near.iter().filter(|g| g.iter().any(|&i| run.scored[i].1.truth != run.scored[g[0]].1.truth)).map(files).collect();
     run.duplicates = Some(Duplicates {
         exact: duplicate_groups(&hashes, false).iter().map(files).collect(),
         near: near.iter().map(files).collect(),
         near_hamming_max: NEAR_HAMMING,
+        mixed_labels: mixed,
         deduplicated,
     });
     if let Some(training) = training {

@@ -10,10 +10,13 @@ const IMAGE_EXTENSIONS: [&str; 4] = ["png", "jpg", "jpeg", "bmp"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum DatasetError {
+    /// The cause is in the message, not a `#[source]`: `{e:#}` would print it twice.
     #[error("cannot read data set {0}: {1}")]
-    Io(PathBuf, #[source] std::io::Error),
-    #[error("{path}: label {label:?} is not one of the model's labels {labels:?}; consider --map {label}=LABEL")]
-    UnknownLabel { path: PathBuf, label: String, labels: Vec<String> },
+    Io(PathBuf, std::io::Error),
+    #[error("{at}: label {label:?} is not one of the model's labels {labels:?}; consider --map {label}=LABEL")]
+    UnknownLabel { at: String, label: String, labels: Vec<String> },
+    #[error("--map {from}={to}: {to:?} is not one of the model's labels {labels:?}; check the spelling after `=`")]
+    BadMapTarget { from: String, to: String, labels: Vec<String> },
     #[error("{0}:{1}: expected `path,label`")]
     BadLine(PathBuf, usize),
     #[error("--map {0:?}: expected FROM=TO")]
@@ -48,17 +51,26 @@ pub fn parse_map(entries: &[String]) -> Result<Vec<(String, String)>, DatasetErr
         .collect()
 }
 
+/// One listed file, its label as written, and where it was listed (for error messages: the
+/// file itself in an ImageFolder, `manifest:line` in a CSV).
+struct Entry {
+    path: PathBuf,
+    label: String,
+    at: String,
+}
+
 /// Reads `source`: a CSV file as a manifest, a folder as an ImageFolder.
 pub fn load(source: &Path, labels: &[String], map: &[(String, String)]) -> Result<Dataset, DatasetError> {
-    let pairs = if source.is_file() { read_manifest(source)? } else { read_image_folder(source)? };
+    check_map_targets(labels, map)?;
+    let entries = if source.is_file() { read_manifest(source)? } else { read_image_folder(source)? };
     let mut set = Dataset::default();
-    for (path, name) in pairs {
+    for Entry { path, label, at } in entries {
         if is_mask(&path) {
             set.masks_skipped += 1;
         } else if !is_image(&path) {
             set.non_images_skipped.push(path);
         } else {
-            let label = label_index(&path, &name, labels, map)?;
+            let label = label_index(&at, &label, labels, map)?;
             set.items.push(Item { path, label });
         }
     }
@@ -77,10 +89,19 @@ fn is_image(path: &Path) -> bool {
     path.extension().is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_string_lossy().to_lowercase().as_str()))
 }
 
-fn label_index(path: &Path, name: &str, labels: &[String], map: &[(String, String)]) -> Result<usize, DatasetError> {
+/// Every `--map` target must be one of the model's labels (else every image mapped to it would
+/// be refused with a message about the source name, not the typo).
+fn check_map_targets(labels: &[String], map: &[(String, String)]) -> Result<(), DatasetError> {
+    match map.iter().find(|(_, to)| !labels.contains(to)) {
+        Some((from, to)) => Err(DatasetError::BadMapTarget { from: from.clone(), to: to.clone(), labels: labels.to_vec() }),
+        None => Ok(()),
+    }
+}
+
+fn label_index(at: &str, name: &str, labels: &[String], map: &[(String, String)]) -> Result<usize, DatasetError> {
     let mapped = map.iter().find(|(from, _)| from == name).map_or(name, |(_, to)| to.as_str());
     labels.iter().position(|l| l == mapped).ok_or_else(|| DatasetError::UnknownLabel {
-        path: path.to_path_buf(),
+        at: at.to_string(),
         label: name.to_string(),
         labels: labels.to_vec(),
     })
@@ -88,15 +109,15 @@ fn label_index(path: &Path, name: &str, labels: &[String], map: &[(String, Strin
 
 /// Every file under each subfolder (recursively), with the subfolder's name; sorted by path so
 /// runs and reports are reproducible. Files at the top level belong to no label and are ignored.
-fn read_image_folder(root: &Path) -> Result<Vec<(PathBuf, String)>, DatasetError> {
-    let mut pairs = Vec::new();
+fn read_image_folder(root: &Path) -> Result<Vec<Entry>, DatasetError> {
+    let mut entries = Vec::new();
     for dir in sorted_entries(root)?.into_iter().filter(|p| p.is_dir()) {
         let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let mut files = Vec::new();
         collect_files(&dir, &mut files)?;
-        pairs.extend(files.into_iter().map(|f| (f, name.clone())));
+        entries.extend(files.into_iter().map(|f| Entry { at: f.display().to_string(), path: f, label: name.clone() }));
     }
-    Ok(pairs)
+    Ok(entries)
 }
 
 fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), DatasetError> {
@@ -120,18 +141,18 @@ fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>, DatasetError> {
 /// `path,label` lines (an optional `path,label` header; blank lines and `#` comments skipped);
 /// relative paths are taken from the manifest's folder. The label is after the last comma, so
 /// paths may hold commas; quoting is not supported.
-fn read_manifest(csv: &Path) -> Result<Vec<(PathBuf, String)>, DatasetError> {
+fn read_manifest(csv: &Path) -> Result<Vec<Entry>, DatasetError> {
     let text = std::fs::read_to_string(csv).map_err(|e| DatasetError::Io(csv.to_path_buf(), e))?;
     let base = csv.parent().unwrap_or(Path::new("."));
-    let mut pairs = Vec::new();
+    let mut entries = Vec::new();
     for (i, line) in text.lines().enumerate().map(|(i, l)| (i + 1, l.trim())) {
         if line.is_empty() || line.starts_with('#') || (i == 1 && line.eq_ignore_ascii_case("path,label")) {
             continue;
         }
         let Some((path, label)) = line.rsplit_once(',') else { return Err(DatasetError::BadLine(csv.to_path_buf(), i)) };
-        pairs.push((base.join(path.trim()), label.trim().to_string()));
+        entries.push(Entry { path: base.join(path.trim()), label: label.trim().to_string(), at: format!("{}:{i}", csv.display()) });
     }
-    Ok(pairs)
+    Ok(entries)
 }
 
 #[cfg(test)]
@@ -178,6 +199,9 @@ mod tests {
         assert!(err.contains("--map benign_breast_cancer=LABEL"), "{err}");
         let map = parse_map(&["benign_breast_cancer=benign".into()]).unwrap();
         assert_eq!(load(&root, &labels(), &map).unwrap().items[0].label, 0);
+        let typo = parse_map(&["benign_breast_cancer=bengin".into()]).unwrap();
+        let err = load(&root, &labels(), &typo).unwrap_err().to_string();
+        assert!(err.starts_with("--map benign_breast_cancer=bengin: \"bengin\" is not one of the model's labels"), "{err}");
         std::fs::remove_dir_all(root).unwrap();
     }
 
@@ -190,6 +214,9 @@ mod tests {
         assert_eq!(set.masks_skipped, 1);
         std::fs::write(root.join("bad.csv"), "just-a-path.png\n").unwrap();
         assert!(matches!(load(&root.join("bad.csv"), &labels(), &[]), Err(DatasetError::BadLine(_, 1))));
+        std::fs::write(root.join("label.csv"), "a.png,benign\nb.png,cancer\n").unwrap();
+        let err = load(&root.join("label.csv"), &labels(), &[]).unwrap_err().to_string();
+        assert!(err.starts_with(&format!("{}:2: label \"cancer\"", root.join("label.csv").display())), "{err}");
         std::fs::remove_dir_all(root).unwrap();
     }
 

@@ -53,12 +53,14 @@ fn plot_error(e: impl std::fmt::Display) -> anyhow::Error {
 type UnitChart<'a, 'b> =
     ChartContext<'a, BitMapBackend<'b>, Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>>;
 
-/// Runs `draw` on the unit square (with a margin and a frame, y up).
+/// Runs `draw` on the unit square (with a margin, y up), then frames it (last, so filled cells
+/// do not cover the frame).
 fn with_unit_chart(area: &Draw, draw: impl FnOnce(&mut UnitChart) -> anyhow::Result<()>) -> anyhow::Result<()> {
     let mut chart = ChartBuilder::on(area).margin(24).build_cartesian_2d(0f64..1f64, 0f64..1f64).map_err(plot_error)?;
+    draw(&mut chart)?;
     let frame = [(0.0, 0.0), (1.0, 0.0), (1.0, 1.0), (0.0, 1.0), (0.0, 0.0)];
     chart.draw_series([PathElement::new(frame, BLACK.stroke_width(1))]).map_err(plot_error)?;
-    draw(&mut chart)
+    Ok(())
 }
 
 /// Rows = true labels top to bottom, columns = predicted; shade = share of the row.

@@ -11,6 +11,9 @@ use super::card::CardForm;
 use super::ci::{Bootstrap, Estimate};
 use super::metrics::{Averages, Metrics, Sample, ECE_BINS};
 
+/// Files left out that the table names one per line; the JSON has them all.
+const LEFT_OUT_LINES: usize = 20;
+
 /// One evaluation: what was scored, what failed, and the figures.
 pub struct Run {
     pub labels: Vec<String>,
@@ -39,6 +42,9 @@ pub struct Duplicates {
     pub exact: Vec<Vec<PathBuf>>,
     pub near: Vec<Vec<PathBuf>>,
     pub near_hamming_max: u32,
+    /// The groups (of `near`, which holds the exact ones) whose copies carry different true
+    /// labels: the same image labelled twice, a fault in the data set, not in the model.
+    pub mixed_labels: Vec<Vec<PathBuf>>,
     pub deduplicated: Subset,
 }
 
@@ -94,7 +100,10 @@ fn subset_json(labels: &[String], s: &Subset) -> Value {
 }
 
 fn duplicates_json(labels: &[String], d: &Duplicates) -> Value {
-    json!({"exact_groups": d.exact, "near_groups": d.near, "near_hamming_max": d.near_hamming_max, "deduplicated": subset_json(labels, &d.deduplicated)})
+    json!({
+        "exact_groups": d.exact, "near_groups": d.near, "near_hamming_max": d.near_hamming_max,
+        "mixed_label_groups": d.mixed_labels, "deduplicated": subset_json(labels, &d.deduplicated),
+    })
 }
 
 fn per_class_json(labels: &[String], m: &Metrics) -> Value {
@@ -120,10 +129,11 @@ impl Run {
         let mut t = String::new();
         let _ = writeln!(
             t,
-            "scored {} images ({} failed, {} masks skipped) in {:.1} s",
+            "scored {} images ({} failed, {} masks skipped, {} non-image files skipped) in {:.1} s",
             m.n,
             self.failed.len(),
             self.masks_skipped,
+            self.non_images_skipped.len(),
             self.seconds
         );
         let _ = writeln!(
@@ -145,7 +155,25 @@ impl Run {
             card_table(&mut t, c);
         }
         self.leakage_table(&mut t);
+        self.left_out_table(&mut t);
         t
+    }
+
+    /// The files that were not scored, each with its reason (at most [`LEFT_OUT_LINES`]; all are in the JSON).
+    fn left_out_table(&self, t: &mut String) {
+        let reasons = self.failed.iter().map(|(p, e)| (p, e.as_str()));
+        let not_images = self.non_images_skipped.iter().map(|p| (p, "not a .png, .jpg, .jpeg or .bmp file"));
+        let all: Vec<(&PathBuf, &str)> = reasons.chain(not_images).collect();
+        if all.is_empty() {
+            return;
+        }
+        let _ = writeln!(t, "\nnot scored ({}):", all.len());
+        for (path, why) in all.iter().take(LEFT_OUT_LINES) {
+            let _ = writeln!(t, "  {}: {why}", path.display());
+        }
+        if all.len() > LEFT_OUT_LINES {
+            let _ = writeln!(t, "  ... and {} more (all under \"data\" in the --json output)", all.len() - LEFT_OUT_LINES);
+        }
     }
 
     fn class_table(&self, t: &mut String) {
@@ -189,7 +217,17 @@ impl Run {
                 d.near.len(),
                 copies(&d.near)
             );
-            subset_table(t, "keeping one of each", &d.deduplicated);
+            if !d.mixed_labels.is_empty() {
+                let _ = writeln!(
+                    t,
+                    "{} of these groups hold copies with different true labels (the same image labelled twice):",
+                    d.mixed_labels.len()
+                );
+                for g in &d.mixed_labels {
+                    let _ = writeln!(t, "  {}", g.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" = "));
+                }
+            }
+            subset_table(t, "keeping one of each (the first by path)", &d.deduplicated);
         }
         if let Some(s) = &self.training {
             let _ = writeln!(t, "\ntraining list: {} of {} evaluated images were in training", s.removed.len(), self.metrics.n);

@@ -26,6 +26,8 @@ fn image_folder(name: &str) -> std::path::PathBuf {
     // A valid image, but a mask: skipped and counted, never scored.
     write_png(&dir.join("benign/a_mask.png"), 1);
     std::fs::write(dir.join("malignant/broken.png"), b"\x89PNG\r\n\x1a\nnot really").unwrap();
+    // Not an image the loader reads: listed as skipped, never dropped silently.
+    std::fs::write(dir.join("normal/notes.txt"), b"scanned on cart 3").unwrap();
     // The same file under another label: an exact duplicate, as BUSI has one.
     std::fs::copy(dir.join("benign/a.png"), dir.join("normal/h.png")).unwrap();
     dir
@@ -61,7 +63,12 @@ fn eval_scores_an_image_folder_skips_the_mask_and_lists_the_corrupt_file() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "stderr:\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("scored 8 images (1 failed, 1 masks skipped)"), "{stdout}");
+    assert!(stdout.contains("scored 8 images (1 failed, 1 masks skipped, 1 non-image files skipped)"), "{stdout}");
+    assert!(
+        stdout.contains("not scored (2):") && stdout.contains("malignant/broken.png: ") && stdout.contains("normal/notes.txt: not a"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("1 of these groups hold copies with different true labels"), "{stdout}");
     let r: Value = serde_json::from_slice(&std::fs::read(&json_path).unwrap()).unwrap();
     assert_eq!(r["n"], 8);
     assert_eq!(r["data"]["masks_skipped"], 1);
@@ -74,6 +81,8 @@ fn eval_scores_an_image_folder_skips_the_mask_and_lists_the_corrupt_file() {
         .map(|row| row.as_array().unwrap().iter().map(|c| c.as_u64().unwrap()).sum())
         .collect();
     assert_eq!(rows, [3, 2, 3], "rows are true labels in the model's order");
+    assert!(r["data"]["non_images_skipped"][0].as_str().unwrap().ends_with("normal/notes.txt"));
+    assert_eq!(r["duplicates"]["mixed_label_groups"].as_array().unwrap().len(), 1, "a.png is also normal/h.png");
     let exact = &r["duplicates"]["exact_groups"];
     assert!(exact.as_array().unwrap().len() == 1 && exact[0][1].as_str().unwrap().ends_with("normal/h.png"), "{exact}");
     assert_eq!(
@@ -124,4 +133,36 @@ fn eval_refuses_a_label_the_model_lacks_until_it_is_mapped() {
     assert!(mapped.status.success(), "{}", String::from_utf8_lossy(&mapped.stderr));
     assert!(String::from_utf8_lossy(&mapped.stdout).contains("scored 8 images"));
     std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn eval_fails_when_no_image_could_be_scored_instead_of_reporting_undefined_figures() {
+    let dir = scratch("eval-all-broken");
+    for f in ["benign/x.png", "malignant/y.png"] {
+        std::fs::create_dir_all(dir.join(f).parent().unwrap()).unwrap();
+        std::fs::write(dir.join(f), b"\x89PNG\r\n\x1a\ntruncated").unwrap();
+    }
+    let json_path = dir.join("eval.json");
+    let out = sonoedge()
+        .args(["eval", "--model"])
+        .arg(repo("models/tiny-random/fp32"))
+        .arg("--data")
+        .arg(&dir)
+        .arg("--json")
+        .arg(&json_path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("none of the 2 images of") && stderr.contains("benign/x.png"), "{stderr}");
+    assert!(!json_path.exists(), "no report of zero images");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn eval_refuses_threads_beside_config_rather_than_ignoring_them() {
+    let out = sonoedge().args(["eval", "--config", "/nonexistent.toml", "--threads", "4", "--data", "/nonexistent"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--config <FILE>") && stderr.contains("--threads"), "{stderr}");
 }
