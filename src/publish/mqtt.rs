@@ -1,5 +1,5 @@
 //! MQTT publishing with rumqttc: topics under `<prefix>/<device_id>/`, retained status with a Last
-//! Will, and thin glue between rumqttc's event loop and the connection [`Policy`] (offline queue,
+//! Will, the retained input state, findings, and thin glue between rumqttc's event loop and the connection [`Policy`] (offline queue,
 //! backoff, in-flight accounting, counters), which does no I/O and is tested on its own.
 
 mod cause;
@@ -15,7 +15,7 @@ use std::time::{Duration, Instant, SystemTime};
 use rumqttc::{Client, Connection, ConnectionError, Event, EventLoop, LastWill, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
 
 use super::policy::{Policy, PolicyConfig, Retry};
-use super::{Identity, Outgoing, Prediction, PublishCounters, Publisher, Status};
+use super::{Finding, Identity, Outgoing, Prediction, PublishCounters, Publisher, StateMessage, Status};
 use cause::LogLimit;
 
 /// Everything needed to connect, resolved from config and environment.
@@ -69,14 +69,21 @@ pub struct Topics {
     pub status: String,
     pub prediction: String,
     pub stats: String,
+    pub state: String,
+    pub finding: String,
 }
 
 impl Topics {
     pub fn new(prefix: &str, device_id: &str) -> Topics {
         let base = format!("{prefix}/{device_id}");
-        Topics { status: format!("{base}/status"), prediction: format!("{base}/prediction"), stats: format!("{base}/stats") }
+        let at = |leaf: &str| format!("{base}/{leaf}");
+        Topics { status: at("status"), prediction: at("prediction"), stats: at("stats"), state: at("state"), finding: at("finding") }
     }
 }
+
+/// Findings made while the broker is away, sent after the next CONNACK; beyond this many the
+/// oldest go (the retained state still says what the input shows and the current finding).
+const HELD_FINDINGS: usize = 64;
 
 struct Shared {
     policy: Mutex<Policy<Prediction>>,
@@ -87,6 +94,10 @@ struct Shared {
     stop: AtomicBool,
     /// The latest status, republished as `online` on every (re)connect.
     status: Mutex<Option<Status>>,
+    /// The latest input state, republished (retained) on every (re)connect.
+    state: Mutex<Option<StateMessage>>,
+    /// Findings made while disconnected, oldest first.
+    held_findings: Mutex<std::collections::VecDeque<Finding>>,
     last_poll: Mutex<Instant>,
 }
 
@@ -125,6 +136,8 @@ impl MqttPublisher {
             disconnect_sent: AtomicBool::new(false),
             stop: AtomicBool::new(false),
             status: Mutex::new(None),
+            state: Mutex::new(None),
+            held_findings: Mutex::new(std::collections::VecDeque::new()),
             last_poll: Mutex::new(Instant::now()),
         });
         let events = {
@@ -139,6 +152,21 @@ impl MqttPublisher {
 
     pub fn topics(&self) -> &Topics {
         &self.ctx.topics
+    }
+
+    /// Sends a finding now, or holds it (bounded) for the next connection.
+    fn publish_finding(&self, f: Finding) {
+        let ctx = &*self.ctx;
+        let mut policy = self.shared.policy();
+        if policy.send_live(|| send_finding(ctx, &f)) {
+            return;
+        }
+        let mut held = self.shared.held_findings.lock().unwrap();
+        held.push_back(f);
+        while held.len() > HELD_FINDINGS {
+            let lost = held.pop_front().expect("longer than the bound");
+            log::warn!("finding {:?} of frame {} dropped: the broker has been away too long", lost.event, lost.frame);
+        }
     }
 }
 
@@ -284,10 +312,19 @@ fn on_connected(shared: &Shared, ctx: &Ctx, log: &mut EventLog) {
     }
     log.ever_connected = true;
     let status = shared.status.lock().unwrap().clone();
+    let state = shared.state.lock().unwrap().clone();
     let mut policy = shared.policy();
+    // Under the policy's lock, as publish_finding holds them: none is held after this drain.
+    let held: Vec<Finding> = shared.held_findings.lock().unwrap().drain(..).collect();
     policy.connected(Instant::now());
     if let Some(status) = status {
         policy.send_live(|| send_status(ctx, &status));
+    }
+    if let Some(state) = state {
+        policy.send_live(|| send_state(ctx, &state));
+    }
+    for f in &held {
+        policy.send_live(|| send_finding(ctx, f));
     }
     policy.flush(|p| hand_prediction(ctx, p));
 }
@@ -334,6 +371,16 @@ fn send_status(ctx: &Ctx, status: &Status) -> bool {
     ctx.client.try_publish(&ctx.topics.status, QoS::AtLeastOnce, true, payload).is_ok()
 }
 
+fn send_state(ctx: &Ctx, state: &StateMessage) -> bool {
+    let payload = state.to_json(&ctx.identity).to_string();
+    ctx.client.try_publish(&ctx.topics.state, QoS::AtLeastOnce, true, payload).is_ok()
+}
+
+fn send_finding(ctx: &Ctx, finding: &Finding) -> bool {
+    let payload = finding.to_json(&ctx.identity).to_string();
+    ctx.client.try_publish(&ctx.topics.finding, ctx.qos, false, payload).is_ok()
+}
+
 /// Hands one prediction to the client; false if the client's channel is full.
 fn hand_prediction(ctx: &Ctx, p: &Prediction) -> bool {
     let payload = p.to_json(&ctx.identity, Instant::now()).to_string();
@@ -358,6 +405,12 @@ impl Publisher for MqttPublisher {
                 policy.push(p);
                 policy.flush(|p| hand_prediction(ctx, p));
             }
+            Outgoing::State(state) => {
+                *self.shared.state.lock().unwrap() = Some(state.clone());
+                // Not connected: it goes out on the next CONNACK, as the latest state.
+                self.shared.policy().send_live(|| send_state(ctx, &state));
+            }
+            Outgoing::Finding(f) => self.publish_finding(f),
         }
     }
 
@@ -484,6 +537,7 @@ mod tests {
             captured_at: now,
             inferred_at: now,
             label: "a".into(),
+            uncertain: false,
             probs: vec![("a".into(), 1.0)],
             latency: LatencyMs::default(),
         }
