@@ -175,6 +175,10 @@ impl FrameSource for V4l2Source {
                 match open.watch.check(true) {
                     Verdict::Absent(why) => Err(CaptureError::NoSignal { why: why.clone(), sequence: None }),
                     _ if changed => Err(fail(&mut self.failed, "the grabber reports a change of its input signal".into())),
+                    // Events alone never keep a stalled stream open.
+                    _ if open.last_frame.elapsed() >= stall => {
+                        Err(fail(&mut self.failed, format!("no frame for {} s (grabber stalled or unplugged)", stall.as_secs_f64())))
+                    }
                     _ => Ok(None),
                 }
             }

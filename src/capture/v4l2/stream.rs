@@ -68,11 +68,14 @@ impl MmapStream {
             self.queue(index)?;
         }
         let revents = self.wait(timeout)?;
-        if revents & libc::POLLPRI != 0 {
-            return Ok(Wait::Event);
-        }
         if revents == 0 {
             return Ok(Wait::Timeout);
+        }
+        // An unregistered device (unplugged, vivid's Disconnect) polls as ERR | HUP | PRI: the
+        // error goes first, so the DQBUF below reports the kernel's reason (ENODEV) instead of
+        // the loss passing for an event.
+        if revents & (libc::POLLERR | libc::POLLHUP) == 0 && revents & libc::POLLPRI != 0 {
+            return Ok(Wait::Event);
         }
         let (index, meta) = self.dequeue()?;
         self.held = Some(index);
