@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use image::metadata::Orientation;
-use image::{ColorType, DynamicImage, GrayImage, ImageDecoder, ImageReader, Limits, RgbImage};
+use image::{ColorType, DynamicImage, GrayImage, ImageDecoder, ImageError, ImageFormat, ImageReader, Limits, RgbImage};
 
 use crate::preprocess::{ImageView, Layout};
 
@@ -74,7 +74,8 @@ pub fn load_still_with(path: &Path, limits: &StillLimits) -> Result<Still, Still
     let mut reader = ImageReader::open(path).map_err(io)?.with_guessed_format().map_err(io)?;
     // Only the memory bound here, so the dimension check below can report the actual size.
     reader.limits(alloc_only(limits.max_alloc_bytes));
-    let mut decoder = reader.into_decoder().map_err(decode)?;
+    let format = reader.format();
+    let mut decoder = reader.into_decoder().map_err(|e| refused_early(path, limits, format, e))?;
     let orientation = decoder.orientation().map_err(decode)?;
     let left = check_header(path, limits, &decoder, file_bytes, orientation)?;
     let mut decoder_limits = alloc_only(left);
@@ -83,6 +84,23 @@ pub fn load_still_with(path: &Path, limits: &StillLimits) -> Result<Still, Still
     let mut img = without_alpha(DynamicImage::from_decoder(decoder).map_err(decode)?);
     img.apply_orientation(orientation);
     into_still(img).map_err(|c| StillError::Unsupported(path.to_path_buf(), c))
+}
+
+/// A decoder that refused the file before [`check_header`] could see it. On 32-bit systems the PNG
+/// decoder does so for any image whose pixels cannot be addressed, so its size is read from the
+/// header here, to name it and the limit as on 64-bit systems.
+fn refused_early(path: &Path, limits: &StillLimits, format: Option<ImageFormat>, e: ImageError) -> StillError {
+    if let (ImageError::Limits(_), Some(ImageFormat::Png)) = (&e, format) {
+        let header = std::fs::File::open(path).ok().and_then(|f| {
+            let mut png = png::Decoder::new(std::io::BufReader::new(f));
+            png.read_header_info().ok().map(|info| (info.width, info.height))
+        });
+        if let Some((width, height)) = header.filter(|&(w, h)| w > limits.max_width || h > limits.max_height) {
+            let (max_width, max_height) = (limits.max_width, limits.max_height);
+            return StillError::TooLarge { path: path.to_path_buf(), width, height, max_width, max_height };
+        }
+    }
+    StillError::Decode(path.to_path_buf(), e)
 }
 
 fn alloc_only(max_alloc_bytes: u64) -> Limits {
