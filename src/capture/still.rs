@@ -1,9 +1,11 @@
 //! Still images from files, decoded the way the reference pipeline loads them
 //! (`transformers.image_utils.load_image`: EXIF orientation applied, then `convert("RGB")`), within
-//! [`StillLimits`]: every still-image path (classify, bench, the images source) decodes through
-//! [`load_still_with`], so a decompression bomb is refused from its header, before any pixel
-//! buffer is allocated.
+//! [`StillLimits`]: every still-image path (classify, bench, the images source, the fuzz target)
+//! decodes through one function, behind [`load_still_with`] (files) and [`decode_still_bytes`]
+//! (memory), so a decompression bomb is refused from its header, before any pixel buffer is
+//! allocated.
 
+use std::io::{BufRead, Seek};
 use std::path::{Path, PathBuf};
 
 use image::metadata::Orientation;
@@ -69,9 +71,24 @@ pub fn load_still(path: &Path) -> Result<Still, StillError> {
 /// `convert("RGB")` does. The size and memory checks run on the header, before decoding.
 pub fn load_still_with(path: &Path, limits: &StillLimits) -> Result<Still, StillError> {
     let io = |e| StillError::Io(path.to_path_buf(), e);
-    let decode = |e| StillError::Decode(path.to_path_buf(), e);
     let file_bytes = std::fs::metadata(path).map_err(io)?.len();
-    let mut reader = ImageReader::open(path).map_err(io)?.with_guessed_format().map_err(io)?;
+    decode_still(ImageReader::open(path).map_err(io)?, path, file_bytes, limits)
+}
+
+/// [`load_still_with`] for an image already in memory; `name` stands for it in errors.
+pub fn decode_still_bytes(bytes: &[u8], name: &Path, limits: &StillLimits) -> Result<Still, StillError> {
+    decode_still(ImageReader::new(std::io::Cursor::new(bytes)), name, bytes.len() as u64, limits)
+}
+
+/// The one decoding path of both: format from the content, header checks, then the pixels.
+fn decode_still<R: BufRead + Seek>(
+    reader: ImageReader<R>,
+    path: &Path,
+    file_bytes: u64,
+    limits: &StillLimits,
+) -> Result<Still, StillError> {
+    let decode = |e| StillError::Decode(path.to_path_buf(), e);
+    let mut reader = reader.with_guessed_format().map_err(|e| StillError::Io(path.to_path_buf(), e))?;
     // Only the memory bound here, so the dimension check below can report the actual size.
     reader.limits(alloc_only(limits.max_alloc_bytes));
     let mut decoder = reader.into_decoder().map_err(decode)?;
@@ -217,7 +234,7 @@ pub(crate) mod tests {
 
     /// A valid PNG header declaring `width` x `height` 8-bit grey, with a token IDAT: a bomb's
     /// header without its megabytes of zeros (refusal must come from the header alone).
-    fn png_bomb(width: u32, height: u32) -> Vec<u8> {
+    pub(crate) fn png_bomb(width: u32, height: u32) -> Vec<u8> {
         let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
         let ihdr = [&width.to_be_bytes()[..], &height.to_be_bytes(), &[8, 0, 0, 0, 0]].concat();
         chunk(&mut png, b"IHDR", &ihdr);
