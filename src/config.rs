@@ -190,7 +190,7 @@ impl MqttConfig {
 }
 
 /// A URL with its userinfo replaced, for messages and logs (one implementation: the MQTT client's).
-pub use crate::publish::mqtt::redact_url;
+pub use crate::publish::mqtt::{redact_url, redact_userinfo_in};
 
 /// Provisional on ARM, where nothing could be timed: `sonoedge bench --sweep` on the board decides.
 fn default_threads() -> usize {
@@ -210,9 +210,11 @@ impl Config {
 
     /// [`Config::parse`], naming `origin` in errors.
     fn parse_named(text: &str, origin: &Path) -> Result<Config, ConfigError> {
-        let mut raw: raw::RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse(origin.to_path_buf(), e.to_string()))?;
+        // Both kinds of message may quote the file (a TOML error shows the line, serde the value).
+        let parse = |e: toml::de::Error| ConfigError::Parse(origin.to_path_buf(), redact_userinfo_in(&e.to_string()));
+        let mut raw: raw::RawConfig = toml::from_str(text).map_err(parse)?;
         raw.apply_env();
-        raw.into_config().map_err(|(key, why)| ConfigError::Invalid(origin.to_path_buf(), key, why))
+        raw.into_config().map_err(|(key, why)| ConfigError::Invalid(origin.to_path_buf(), key, redact_userinfo_in(&why)))
     }
 }
 

@@ -20,6 +20,7 @@
 //! - [`daemon`]: assembles the parts from a config, supervises the threads, stops cleanly.
 //! - [`state`]: the state vocabulary (daemon, source, gate, input) every topic shares.
 //! - [`sysinfo`]: systemd notification, SoC facts, the allocator's housekeeping.
+//! - `fuzzing` (hidden): the fuzz targets' harnesses, shared with the corpus replay in tests/it.
 //!
 //! The command line (`src/cli/`) is the binary's own and is not part of this library.
 
@@ -28,6 +29,8 @@ pub mod classify;
 pub mod config;
 pub mod daemon;
 pub mod eval;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod infer;
 pub mod pipeline;
 pub mod preprocess;

@@ -13,6 +13,7 @@ mod mjpg;
 mod rows;
 
 use super::{FieldOrder, Frame, PixelFormat};
+use crate::config::{MAX_FRAME_HEIGHT, MAX_FRAME_WIDTH};
 use layout::Layout;
 use mjpg::MjpgDecoder;
 use rows::{RowFn, YuvCoeffs};
@@ -62,6 +63,11 @@ pub enum Deinterlace {
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum ConvertError {
+    #[error(
+        "a {width}x{height} frame is larger than the largest frame sonoedge takes ({MAX_FRAME_WIDTH}x{MAX_FRAME_HEIGHT}); \
+         ask the source for a smaller size"
+    )]
+    TooLarge { width: u32, height: u32 },
     #[error("ROI {roi:?} does not fit the {width}x{height} frame; fix source.roi (nothing is cropped silently)")]
     RoiOutside { roi: Roi, width: u32, height: u32 },
     #[error("frame buffer holds {got} bytes, a {width}x{height} {format:?} frame with stride {stride} needs {need}")]
@@ -91,6 +97,11 @@ impl Converter {
     /// Writes the ROI of `frame` as packed RGB into `out` (resized to `roi.width * roi.height * 3`).
     pub fn convert(&mut self, frame: &Frame<'_>, roi: Roi, out: &mut Vec<u8>) -> Result<(), ConvertError> {
         let m = &frame.meta;
+        // Bounds every buffer a frame sizes (the MJPG decode, the ROI's RGB, the frame pool) and
+        // keeps the plane arithmetic far from overflow on 32-bit ARM, whatever a driver reports.
+        if m.width > MAX_FRAME_WIDTH || m.height > MAX_FRAME_HEIGHT {
+            return Err(ConvertError::TooLarge { width: m.width, height: m.height });
+        }
         if !roi.fits(m.width, m.height) {
             return Err(ConvertError::RoiOutside { roi, width: m.width, height: m.height });
         }
@@ -281,6 +292,23 @@ mod tests {
         let mut out = Vec::new();
         let e = roi_to_rgb(&frame(PixelFormat::Grey, 4, 4, 4, &[0; 16]), Roi { x: 2, y: 0, width: 3, height: 4 }, &mut out);
         assert!(matches!(e, Err(ConvertError::RoiOutside { .. })));
+    }
+
+    #[test]
+    fn a_frame_larger_than_the_largest_supported_is_refused_before_any_buffer_is_sized() {
+        let mut out = Vec::new();
+        for (w, h) in [(MAX_FRAME_WIDTH + 1, 16), (16, MAX_FRAME_HEIGHT + 1), (u32::MAX, u32::MAX)] {
+            let e = roi_to_rgb(&frame(PixelFormat::Mjpg, w, h, 0, &[0xFF, 0xD8, 0xFF, 0xD9]), Roi::full(16, 16), &mut out);
+            assert!(matches!(e, Err(ConvertError::TooLarge { .. })), "{w}x{h}: {e:?}");
+            assert_eq!(out.capacity(), 0, "{w}x{h} sized the output");
+        }
+        let edge = vec![0; (MAX_FRAME_WIDTH * MAX_FRAME_HEIGHT) as usize];
+        roi_to_rgb(
+            &frame(PixelFormat::Grey, MAX_FRAME_WIDTH, MAX_FRAME_HEIGHT, MAX_FRAME_WIDTH as usize, &edge),
+            Roi::full(16, 16),
+            &mut out,
+        )
+        .unwrap();
     }
 
     #[test]

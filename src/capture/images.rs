@@ -1,13 +1,15 @@
 //! Replays image files (a folder, sorted by name, or one file) at a fixed rate, looping or once.
 //! Each file is decoded when it is due, so a replay allocates per frame; live sources do not.
-//! Decoding runs under [`StillLimits`]: a file over them is a corrupt frame (skipped and counted),
-//! so no frame this source hands out is larger than the limits, nor is the pipeline's frame pool.
+//! Decoding runs under [`StillLimits`] (by default [`frame_limits`]: within the largest frame the
+//! pipeline takes): a file over them is a corrupt frame (skipped and counted), so no frame this
+//! source hands out is larger than the limits, nor is the pipeline's frame pool.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::still::{load_still_with, Still, StillLimits};
 use super::{CaptureError, ColorSpace, FieldOrder, Frame, FrameMeta, FrameSource, PixelFormat, Range};
+use crate::config::{MAX_FRAME_HEIGHT, MAX_FRAME_WIDTH};
 use crate::preprocess::Layout;
 
 pub struct ImageSource {
@@ -33,11 +35,11 @@ impl ImageSource {
             index: 0,
             ended: false,
             current: None,
-            limits: StillLimits::default(),
+            limits: frame_limits(),
         }
     }
 
-    /// The bounds each file is decoded within (default: [`StillLimits::default`]).
+    /// The bounds each file is decoded within (default: [`frame_limits`]).
     pub fn with_limits(mut self, limits: StillLimits) -> ImageSource {
         self.limits = limits;
         self
@@ -76,6 +78,12 @@ impl ImageSource {
         }
         true
     }
+}
+
+/// [`StillLimits::default`] within the largest frame the pipeline takes, so a larger image is
+/// refused from its header (a corrupt frame) instead of decoded, then refused by the converter.
+pub fn frame_limits() -> StillLimits {
+    StillLimits { max_width: MAX_FRAME_WIDTH, max_height: MAX_FRAME_HEIGHT, ..StillLimits::default() }
 }
 
 impl FrameSource for ImageSource {
@@ -158,5 +166,16 @@ mod tests {
             });
         }
         assert_eq!(seen, ["16x8", "corrupt", "16x8", "corrupt"]);
+    }
+
+    #[test]
+    fn by_default_an_image_wider_than_the_largest_frame_is_refused_from_its_header() {
+        let dir = std::env::temp_dir().join(format!("sonoedge-images-frame-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("wide.png");
+        std::fs::write(&file, crate::capture::still::tests::png_bomb(MAX_FRAME_WIDTH + 1, 16)).unwrap();
+        let mut s = ImageSource::new(file, 1000.0, true);
+        let Err(CaptureError::Corrupt(why)) = s.next_frame() else { panic!("a {}-pixel-wide image was decoded", MAX_FRAME_WIDTH + 1) };
+        assert!(why.contains("7681x16") && why.contains("7680x4320"), "{why}");
     }
 }

@@ -1,9 +1,11 @@
 //! Still images from files, decoded the way the reference pipeline loads them
 //! (`transformers.image_utils.load_image`: EXIF orientation applied, then `convert("RGB")`), within
-//! [`StillLimits`]: every still-image path (classify, bench, the images source) decodes through
-//! [`load_still_with`], so a decompression bomb is refused from its header, before any pixel
-//! buffer is allocated.
+//! [`StillLimits`]: every still-image path (classify, bench, the images source, the fuzz target)
+//! decodes through one function, behind [`load_still_with`] (files) and [`decode_still_bytes`]
+//! (memory), so a decompression bomb is refused from its header, before any pixel buffer is
+//! allocated.
 
+use std::io::{BufRead, Seek};
 use std::path::{Path, PathBuf};
 
 use image::metadata::Orientation;
@@ -69,13 +71,30 @@ pub fn load_still(path: &Path) -> Result<Still, StillError> {
 /// `convert("RGB")` does. The size and memory checks run on the header, before decoding.
 pub fn load_still_with(path: &Path, limits: &StillLimits) -> Result<Still, StillError> {
     let io = |e| StillError::Io(path.to_path_buf(), e);
-    let decode = |e| StillError::Decode(path.to_path_buf(), e);
     let file_bytes = std::fs::metadata(path).map_err(io)?.len();
-    let mut reader = ImageReader::open(path).map_err(io)?.with_guessed_format().map_err(io)?;
+    decode_still(|| std::fs::File::open(path).map(std::io::BufReader::new), path, file_bytes, limits)
+}
+
+/// [`load_still_with`] for an image already in memory; `name` stands for it in errors.
+pub fn decode_still_bytes(bytes: &[u8], name: &Path, limits: &StillLimits) -> Result<Still, StillError> {
+    decode_still(|| Ok(std::io::Cursor::new(bytes)), name, bytes.len() as u64, limits)
+}
+
+/// The one decoding path of both: format from the content, header checks, then the pixels.
+/// `open` gives the image's bytes from the start (a second time only for [`refused_early`]).
+fn decode_still<R: BufRead + Seek>(
+    open: impl Fn() -> std::io::Result<R>,
+    path: &Path,
+    file_bytes: u64,
+    limits: &StillLimits,
+) -> Result<Still, StillError> {
+    let io = |e| StillError::Io(path.to_path_buf(), e);
+    let decode = |e| StillError::Decode(path.to_path_buf(), e);
+    let mut reader = ImageReader::new(open().map_err(io)?).with_guessed_format().map_err(io)?;
     // Only the memory bound here, so the dimension check below can report the actual size.
     reader.limits(alloc_only(limits.max_alloc_bytes));
     let format = reader.format();
-    let mut decoder = reader.into_decoder().map_err(|e| refused_early(path, limits, format, e))?;
+    let mut decoder = reader.into_decoder().map_err(|e| refused_early(open().ok(), path, limits, format, e))?;
     let orientation = decoder.orientation().map_err(decode)?;
     let left = check_header(path, limits, &decoder, file_bytes, orientation)?;
     let mut decoder_limits = alloc_only(left);
@@ -89,12 +108,15 @@ pub fn load_still_with(path: &Path, limits: &StillLimits) -> Result<Still, Still
 /// A decoder that refused the file before [`check_header`] could see it. On 32-bit systems the PNG
 /// decoder does so for any image whose pixels cannot be addressed, so its size is read from the
 /// header here, to name it and the limit as on 64-bit systems.
-fn refused_early(path: &Path, limits: &StillLimits, format: Option<ImageFormat>, e: ImageError) -> StillError {
+fn refused_early<R: BufRead + Seek>(
+    bytes: Option<R>,
+    path: &Path,
+    limits: &StillLimits,
+    format: Option<ImageFormat>,
+    e: ImageError,
+) -> StillError {
     if let (ImageError::Limits(_), Some(ImageFormat::Png)) = (&e, format) {
-        let header = std::fs::File::open(path).ok().and_then(|f| {
-            let mut png = png::Decoder::new(std::io::BufReader::new(f));
-            png.read_header_info().ok().map(|info| (info.width, info.height))
-        });
+        let header = bytes.and_then(|r| png::Decoder::new(r).read_header_info().ok().map(|info| (info.width, info.height)));
         if let Some((width, height)) = header.filter(|&(w, h)| w > limits.max_width || h > limits.max_height) {
             let (max_width, max_height) = (limits.max_width, limits.max_height);
             return StillError::TooLarge { path: path.to_path_buf(), width, height, max_width, max_height };
@@ -235,7 +257,7 @@ pub(crate) mod tests {
 
     /// A valid PNG header declaring `width` x `height` 8-bit grey, with a token IDAT: a bomb's
     /// header without its megabytes of zeros (refusal must come from the header alone).
-    fn png_bomb(width: u32, height: u32) -> Vec<u8> {
+    pub(crate) fn png_bomb(width: u32, height: u32) -> Vec<u8> {
         let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
         let ihdr = [&width.to_be_bytes()[..], &height.to_be_bytes(), &[8, 0, 0, 0, 0]].concat();
         chunk(&mut png, b"IHDR", &ihdr);
@@ -264,6 +286,8 @@ pub(crate) mod tests {
         assert!(matches!(err, StillError::TooLarge { width: 60000, height: 60000, .. }), "{err:?}");
         let text = err.to_string();
         assert!(text.contains("bomb.png") && text.contains("60000x60000") && text.contains("8192x8192"), "{text}");
+        let in_memory = decode_still_bytes(&png_bomb(60000, 60000), Path::new("mem.png"), &StillLimits::default());
+        assert!(matches!(in_memory, Err(StillError::TooLarge { width: 60000, height: 60000, .. })), "{in_memory:?}");
     }
 
     #[test]

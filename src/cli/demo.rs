@@ -5,6 +5,7 @@
 
 use std::io::Write;
 use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -52,7 +53,9 @@ pub fn run(args: &DemoArgs) -> Result<(), StartError> {
 /// The embedded model in a fresh private folder: created with a random name and mode 0700 (no
 /// other user can create it first or put a link in it), removed when the returned value drops.
 fn unpack_model() -> anyhow::Result<tempfile::TempDir> {
-    let dir = tempfile::Builder::new().prefix("sonoedge-demo-model-").tempdir()?;
+    // tempfile's own default is 0777 less the umask (0755 here): other users could read it.
+    let owner_only = std::fs::Permissions::from_mode(0o700);
+    let dir = tempfile::Builder::new().prefix("sonoedge-demo-model-").permissions(owner_only).tempdir()?;
     for (name, bytes) in DEMO_MODEL {
         std::fs::write(dir.path().join(name), bytes)?;
     }
@@ -131,4 +134,20 @@ fn print_messages(port: u16, stop: Arc<AtomicBool>) {
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_demo_model_goes_to_a_fresh_private_folder_that_is_removed_when_dropped() {
+        let (a, b) = (unpack_model().unwrap(), unpack_model().unwrap());
+        assert_ne!(a.path(), b.path(), "two runs got the same folder name");
+        assert_eq!(std::fs::metadata(a.path()).unwrap().permissions().mode() & 0o777, 0o700, "{}", a.path().display());
+        assert!(DEMO_MODEL.iter().all(|(name, bytes)| std::fs::read(a.path().join(name)).unwrap() == *bytes));
+        let path = a.path().to_path_buf();
+        drop(a);
+        assert!(!path.exists(), "{} outlived the demo", path.display());
+    }
 }

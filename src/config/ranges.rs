@@ -53,19 +53,20 @@ pub const MAX_BROKERS: usize = 16;
 pub const MAX_PREFIX_LEVELS: usize = 8;
 pub const MAX_PREFIX_BYTES: usize = 128;
 
-/// `v` within `range`, else a message naming the range.
-pub fn within<T: PartialOrd + std::fmt::Display>(v: T, range: &RangeInclusive<T>) -> Result<T, String> {
+/// `v` within `range`, else a message naming the range. Numbers are shown as Rust's `{:?}` does:
+/// `1e-300`, not the 300 digits `{}` would print before the range, at the end of a long line.
+pub fn within<T: PartialOrd + std::fmt::Debug>(v: T, range: &RangeInclusive<T>) -> Result<T, String> {
     if range.contains(&v) {
         Ok(v)
     } else {
-        Err(format!("{v} is not between {} and {}", range.start(), range.end()))
+        Err(format!("{v:?} is not between {:?} and {:?}", range.start(), range.end()))
     }
 }
 
 /// A source frame rate and the interval between frames it implies.
 pub fn frame_interval(fps: f64) -> Result<Duration, String> {
     within(fps, &FPS)?;
-    Duration::try_from_secs_f64(1.0 / fps).map_err(|e| format!("1/{fps} s is not a valid interval: {e}"))
+    Duration::try_from_secs_f64(1.0 / fps).map_err(|e| format!("1/{fps:?} s is not a valid interval: {e}"))
 }
 
 /// `max_fps` as the shortest interval between inferences (zero = no limit).
@@ -74,7 +75,7 @@ pub fn min_interval(max_fps: f64) -> Result<Duration, String> {
         return Ok(Duration::ZERO);
     }
     within(max_fps, &MAX_FPS).map_err(|e| format!("{e} (or 0 for no limit)"))?;
-    Duration::try_from_secs_f64(1.0 / max_fps).map_err(|e| format!("1/{max_fps} s is not a valid interval: {e}"))
+    Duration::try_from_secs_f64(1.0 / max_fps).map_err(|e| format!("1/{max_fps:?} s is not a valid interval: {e}"))
 }
 
 /// `[x, y, width, height]` inside a frame of at most [`MAX_FRAME_WIDTH`] x [`MAX_FRAME_HEIGHT`].
@@ -166,6 +167,14 @@ mod tests {
         assert_eq!(frame_interval(4.0).unwrap(), Duration::from_millis(250));
         assert_eq!(min_interval(0.0).unwrap(), Duration::ZERO);
         assert!(min_interval(1e-300).is_err() && min_interval(-1.0).is_err() && min_interval(f64::INFINITY).is_err());
+    }
+
+    #[test]
+    fn a_refused_number_is_shown_in_a_few_characters_whatever_its_magnitude() {
+        assert_eq!(within(1e-300, &FPS).unwrap_err(), "1e-300 is not between 0.01 and 240.0");
+        assert_eq!(within(1e300, &MAX_FPS).unwrap_err(), "1e300 is not between 0.01 and 1000.0");
+        assert_eq!(within(65_536, &KEEP_ALIVE_S).unwrap_err(), "65536 is not between 5 and 65535");
+        assert!(frame_interval(f64::NAN).unwrap_err().starts_with("NaN is not between"));
     }
 
     #[test]

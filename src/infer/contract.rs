@@ -229,7 +229,9 @@ impl Keys<'_> {
             Some(v) => v.as_f64().ok_or_else(|| self.bad("rescale_factor", "must be a number (1/255 is usual)"))?,
         };
         if !(lo..=hi).contains(&r) {
-            return Err(self.bad("rescale_factor", &format!("{r} is outside [{lo:e}, {hi}]; 1/255 maps pixels to [0, 1], 1 keeps 0..255")));
+            return Err(
+                self.bad("rescale_factor", &format!("{r:?} is outside [{lo:e}, {hi}]; 1/255 maps pixels to [0, 1], 1 keeps 0..255"))
+            );
         }
         Ok(r as f32)
     }
@@ -245,7 +247,8 @@ impl Keys<'_> {
         let (lo, hi) = (lo * range, hi * range);
         match values.iter().find(|v| !(lo..=hi).contains(*v)) {
             Some(v) => {
-                Err(self.bad(key, &format!("{v} is outside [{lo:.3e}, {hi:.3e}], the sane domain for pixels rescaled to [0, {range:.4}]")))
+                Err(self
+                    .bad(key, &format!("{v:?} is outside [{lo:.3e}, {hi:.3e}], the sane domain for pixels rescaled to [0, {range:.4}]")))
             }
             None => Ok(values.map(|v| v as f32)),
         }
@@ -377,11 +380,11 @@ mod tests {
     fn out_of_domain_preprocessing_numbers_are_refused_naming_key_and_domain() {
         let d = tmp("domain");
         for (text, key, says) in [
-            (r#"{"image_mean": 1e39}"#, "image_mean", "outside [-1.000e0, 2.000e0]"),
+            (r#"{"image_mean": 1e39}"#, "image_mean", "1e39 is outside [-1.000e0, 2.000e0]"),
             (r#"{"image_mean": [0.5, 0.5, -3]}"#, "image_mean", "outside"),
-            (r#"{"image_std": 1e-42}"#, "image_std", "outside [1.000e-3, 1.000e1]"),
+            (r#"{"image_std": 1e-42}"#, "image_std", "1e-42 is outside [1.000e-3, 1.000e1]"),
             (r#"{"image_std": [0.5, 0.5, 1e5]}"#, "image_std", "outside"),
-            (r#"{"rescale_factor": 1e300}"#, "rescale_factor", "outside [1e-6, 1]"),
+            (r#"{"rescale_factor": 1e300}"#, "rescale_factor", "1e300 is outside [1e-6, 1]"),
             (r#"{"rescale_factor": 0}"#, "rescale_factor", "outside"),
             (r#"{"rescale_factor": -0.5}"#, "rescale_factor", "outside"),
             (r#"{"rescale_factor": "1/255"}"#, "rescale_factor", "must be a number"),

@@ -199,9 +199,10 @@ impl CaptureStage {
         self.pool.put(rgb);
         let (counter, gate) = match e {
             ConvertError::RoiOutside { .. } => (&self.counters.roi_mismatch, GateState::RoiMismatch),
-            ConvertError::Truncated { .. } | ConvertError::StrideTooSmall { .. } | ConvertError::Corrupt(_) => {
-                (&self.counters.dropped_corrupt_frame, GateState::CorruptFrames)
-            }
+            ConvertError::TooLarge { .. }
+            | ConvertError::Truncated { .. }
+            | ConvertError::StrideTooSmall { .. }
+            | ConvertError::Corrupt(_) => (&self.counters.dropped_corrupt_frame, GateState::CorruptFrames),
         };
         Counters::add(counter);
         self.state.set(SourceState::Streaming, gate, Some(e.to_string()));

@@ -192,6 +192,35 @@ fn a_thread_that_panics_is_seen_as_ended_and_named_at_join() {
 }
 
 #[test]
+fn a_publisher_whose_own_loop_died_stops_the_publish_heartbeat_so_the_watchdog_starves() {
+    struct DeadLoop(RecordingPublisher);
+    impl Publisher for DeadLoop {
+        fn publish(&mut self, msg: Outgoing) {
+            self.0.publish(msg)
+        }
+        fn counters(&self) -> crate::publish::PublishCounters {
+            self.0.counters()
+        }
+        fn shutdown(&mut self, last: Status, timeout: Duration) {
+            self.0.shutdown(last, timeout)
+        }
+        fn alive(&self) -> bool {
+            false
+        }
+    }
+    let mut parts = parts(Box::new(phantom(1, 30.0)), RecordingPublisher::default());
+    parts.publisher = Box::new(DeadLoop(RecordingPublisher::default()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let running = start(parts, stop.clone());
+    std::thread::sleep(Duration::from_millis(1500));
+    let (publish, capture) = (running.heartbeats.age(Thread::Publish), running.heartbeats.age(Thread::Capture));
+    assert!(publish > Duration::from_secs(1) && capture < Duration::from_secs(1), "publish {publish:?}, capture {capture:?}");
+    assert!(!running.alive(Duration::from_secs(1)), "the watchdog would still be fed");
+    stop.store(true, Relaxed);
+    running.join().expect("no thread panicked");
+}
+
+#[test]
 fn corrupt_frames_from_the_source_are_counted_and_said_on_status() {
     struct Corrupt;
     impl FrameSource for Corrupt {

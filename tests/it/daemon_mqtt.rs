@@ -9,6 +9,8 @@ use crate::common::{self, *};
 
 const SIGTERM: i32 = 15;
 const SIGKILL: i32 = 9;
+const SIGHUP: i32 = 1;
+const SIGUSR1: i32 = 10;
 
 pub fn config(url: &str, device: &str, source: &str, mqtt_extra: &str) -> String {
     config_mqtt(&format!("url = \"{url}\"\n{mqtt_extra}"), device, source)
@@ -49,6 +51,24 @@ fn status_is_online_retained_then_offline_after_sigkill_and_stopped_after_sigter
     let late = Subscriber::start(broker.port, "sonoedge/lwt-dev/status");
     let m = late.wait(Duration::from_secs(10), "/status", |_| true).expect("retained status");
     assert!(m.retained && m.payload["state"] == "stopped", "{:?}", m);
+}
+
+#[test]
+fn sighup_and_sigusr1_each_stop_the_daemon_cleanly_with_the_retained_stopped_status() {
+    let dir = scratch("hup");
+    let broker = Broker::start(&dir, "");
+    for (name, sig) in [("hup", SIGHUP), ("usr1", SIGUSR1)] {
+        let device = format!("sig-{name}");
+        let sub = Subscriber::start(broker.port, &format!("sonoedge/{device}/status"));
+        let mut d = Daemon::spawn(&dir, &config(&broker.url(), &device, SYNTHETIC, ""));
+        let online = sub.wait(Duration::from_secs(30), "/status", |p| p["state"] == "online");
+        online.unwrap_or_else(|| panic!("SIG{name}: no online status; log:\n{}", d.log_text()));
+        d.signal(sig);
+        assert_eq!(d.wait_exit(Duration::from_secs(15)), Some(0), "SIG{name}; log:\n{}", d.log_text());
+        let late = Subscriber::start(broker.port, &format!("sonoedge/{device}/status"));
+        let m = late.wait(Duration::from_secs(10), "/status", |_| true).expect("retained status");
+        assert!(m.retained && m.payload["state"] == "stopped", "SIG{name}: {m:?}");
+    }
 }
 
 #[test]

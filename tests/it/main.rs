@@ -14,6 +14,7 @@ mod config_props;
 mod daemon_mqtt;
 mod demo_model;
 mod eval_cli;
+mod fuzz_corpus;
 mod golden;
 mod interop;
 mod mjpg_path;

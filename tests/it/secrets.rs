@@ -52,3 +52,25 @@ fn a_password_in_the_broker_url_is_never_printed_by_run_check_or_an_env_override
         assert_no_secret(what, &out);
     }
 }
+
+#[test]
+fn a_password_quoted_by_a_toml_syntax_key_or_type_error_is_never_printed() {
+    let dir = scratch("secrets-quoted");
+    let url = format!("mqtt://operator:{SECRET}@127.0.0.1:1");
+    let head = "[model]\npath = \"m\"\n[source]\nkind = \"synthetic\"\n[mqtt]\n";
+    for (what, mqtt) in [
+        ("an unterminated string", format!("url = \"{url}\n")),
+        ("an unknown key", format!("broker = \"{url}\"\n")),
+        ("a string where a number belongs", format!("qos = \"{url}\"\n")),
+        ("a duplicate key", format!("url = \"{url}\"\nurl = \"{url}\"\n")),
+        ("no scheme, wrong type", format!("url = [\"operator:{SECRET}@127.0.0.1\"]\n")),
+    ] {
+        let file = dir.join("quoted.toml");
+        std::fs::write(&file, format!("{head}{mqtt}")).unwrap();
+        for command in ["check", "run"] {
+            let out = run(&[command, "--config", file.to_str().unwrap()], None);
+            assert_eq!(out.status.code(), Some(78), "{command} with {what}");
+            assert_no_secret(&format!("{command} with {what}"), &out);
+        }
+    }
+}

@@ -1,0 +1,5 @@
+//! Fuzz target `config`: arbitrary bytes into `sonoedge::fuzzing::config` (the harness lives there, shared
+//! with the corpus replay in tests/it/fuzz_corpus.rs).
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| sonoedge::fuzzing::config(data));

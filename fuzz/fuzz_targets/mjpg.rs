@@ -1,0 +1,5 @@
+//! Fuzz target `mjpg`: arbitrary bytes into `sonoedge::fuzzing::mjpg` (the harness lives there, shared
+//! with the corpus replay in tests/it/fuzz_corpus.rs).
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| sonoedge::fuzzing::mjpg(data));
