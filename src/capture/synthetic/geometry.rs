@@ -82,6 +82,8 @@ pub(super) const STREAM_KIND: u64 = 1;
 pub(super) const STREAM_SUBSTITUTE: u64 = 2;
 pub(super) const STREAM_PLAN: u64 = 3;
 pub(super) const STREAM_TEXTURE: u64 = 4;
+pub(super) const STREAM_CONTACT: u64 = 5;
+pub(super) const STREAM_LIFTED: u64 = 6;
 
 impl SplitMix {
     pub(super) fn stream(seed: u64, stream: u64, n: u64) -> SplitMix {

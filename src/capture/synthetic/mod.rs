@@ -1,7 +1,7 @@
 //! The synthetic phantom: a seeded stand-in for an ultrasound machine's screen as a video grabber
 //! delivers it (dark screen, burned-in text, depth ruler, a B-mode fan with speckle, benign and
-//! malignant lesions, colour Doppler, no-signal and frozen stretches), with the ground truth of
-//! every frame.
+//! malignant lesions, colour Doppler, no-signal, probe-lifted and frozen stretches), with the
+//! ground truth of every frame.
 //!
 //! It stands apart from the real sources so the pipeline can be tested, benchmarked and shown
 //! without hardware, and so the failure modes that matter (channel order, ROI, frozen or missing
@@ -19,8 +19,9 @@
 //!   [`DEFAULT_ROI`] when `roi_only`;
 //! - `truth.jsonl`: one JSON object per frame, in frame order, e.g.
 //!   `{"file":"frame_000000.png","index":0,"truth":"benign","label":"benign","segment":0,"seed":7,"roi":[272,56,736,624]}`.
-//!   `truth` is one of `normal`, `benign`, `malignant`, `frozen`, `nosignal`; `label` is the model
-//!   label the frame should get (`null` for frozen and nosignal); `segment` is `index /
+//!   `truth` is one of `normal`, `benign`, `malignant`, `frozen`, `nosignal`, `no_contact` (the
+//!   probe is lifted: the screen is there, the sector holds no tissue); `label` is the model label
+//!   the frame should get (`null` for frozen, nosignal and no_contact); `segment` is `index /
 //!   segment_frames`; `roi` is the fan's box `[x, y, width, height]` in full-frame pixels, also when
 //!   the PNG is already cropped to it.
 
@@ -74,6 +75,10 @@ pub enum Truth {
     Frozen,
     /// A black screen (the machine is off or the cable is out).
     NoSignal,
+    /// The probe is lifted off the skin: screen chrome as usual, but the sector shows only a noise
+    /// floor, near-field reverberation arcs, or a uniform grey (no tissue).
+    #[serde(rename = "no_contact")]
+    NoContact,
 }
 
 impl Truth {
@@ -83,7 +88,7 @@ impl Truth {
             Truth::Normal => Some("normal"),
             Truth::Benign => Some("benign"),
             Truth::Malignant => Some("malignant"),
-            Truth::Frozen | Truth::NoSignal => None,
+            Truth::Frozen | Truth::NoSignal | Truth::NoContact => None,
         }
     }
 }
@@ -96,12 +101,14 @@ pub fn roi_for(width: u32, height: u32) -> (u32, u32, u32, u32) {
 
 mod chrome;
 mod geometry;
+mod lifted;
 mod plan;
 mod render;
 mod texture;
 
 use chrome::*;
 use geometry::*;
+use lifted::*;
 use plan::*;
 pub use render::Phantom;
 use render::*;
@@ -268,8 +275,9 @@ mod tests {
             [Truth::Benign.label(), Truth::Malignant.label(), Truth::Normal.label()],
             [Some("benign"), Some("malignant"), Some("normal")]
         );
-        assert_eq!((Truth::Frozen.label(), Truth::NoSignal.label()), (None, None));
+        assert_eq!((Truth::Frozen.label(), Truth::NoSignal.label(), Truth::NoContact.label()), (None, None, None));
         assert_eq!(serde_json::to_string(&Truth::NoSignal).unwrap(), "\"nosignal\"");
+        assert_eq!(serde_json::to_string(&Truth::NoContact).unwrap(), "\"no_contact\"");
     }
 
     #[test]
@@ -294,7 +302,8 @@ mod tests {
             assert_ne!(segment_kind(seed, 0), Truth::Frozen);
             for k in 1..1000 {
                 let kind = segment_kind(seed, k);
-                assert!(!(kind == Truth::Frozen && segment_kind(seed, k - 1) == Truth::NoSignal), "seed {seed} segment {k}");
+                let after = segment_kind(seed, k - 1);
+                assert!(!(kind == Truth::Frozen && matches!(after, Truth::NoSignal | Truth::NoContact)), "seed {seed} segment {k}");
                 *counts.entry(kind).or_insert(0.0) += 1.0 / 3996.0;
             }
         }
@@ -304,6 +313,7 @@ mod tests {
             (Truth::Malignant, 0.24, 0.34),
             (Truth::Frozen, 0.05, 0.11),
             (Truth::NoSignal, 0.05, 0.11),
+            (Truth::NoContact, 0.04, 0.10),
         ] {
             assert!((lo..hi).contains(&counts[&kind]), "{kind:?}: {}", counts[&kind]);
         }
@@ -316,6 +326,30 @@ mod tests {
         let out = frame(&mut p, i);
         let mean = out.iter().map(|&v| v as f64).sum::<f64>() / out.len() as f64;
         assert!(mean < 0.5 && out.iter().all(|&v| v <= 90), "mean {mean}");
+    }
+
+    #[test]
+    fn segments_keep_the_kind_they_had_before_the_lifted_probe_unless_they_became_one() {
+        for seed in 0..4 {
+            for k in 1..1000 {
+                let (now, before) = (segment_kind(seed, k), raw_kind(seed, k));
+                let lifted_or_unfrozen = now == Truth::NoContact || (before == Truth::Frozen && now != Truth::Frozen);
+                assert!(now == before || lifted_or_unfrozen, "seed {seed} segment {k}: {before:?} became {now:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_lifted_probe_keeps_the_screen_and_changes_every_frame_without_tissue() {
+        let mut p = small(3);
+        let i = first_of(&p, Truth::NoContact) + 5;
+        let (a, b) = (frame(&mut p, i), frame(&mut p, i + 1));
+        let area = p.area;
+        assert!(a[..area.y * p.fan.width * 3] == p.chrome[..area.y * p.fan.width * 3], "the text above the sector stays");
+        assert!(a != b, "the noise changes from frame to frame");
+        let (cx, cy) = (p.fan.apex.0, p.fan.apex.1 + 0.6 * p.fan.r_max);
+        let deep = box_mean(p.fan.width, &a, (cx, cy, 20.0));
+        assert!(deep < 100.0, "no tissue deep in the sector: mean {deep}");
     }
 
     #[test]
@@ -461,7 +495,7 @@ mod tests {
         let dir = Path::new("/tmp/phantom-samples");
         std::fs::create_dir_all(dir).unwrap();
         let mut p = Phantom::new(&PhantomConfig { seed: 7, ..PhantomConfig::default() });
-        for kind in [Truth::Normal, Truth::Benign, Truth::Malignant, Truth::Frozen, Truth::NoSignal] {
+        for kind in [Truth::Normal, Truth::Benign, Truth::Malignant, Truth::Frozen, Truth::NoSignal, Truth::NoContact] {
             let i = first_of(&p, kind) + 20;
             save_png(&dir.join(format!("{kind:?}.png").to_lowercase()), &frame(&mut p, i), 1280, None).unwrap();
         }

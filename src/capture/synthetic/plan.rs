@@ -12,15 +12,31 @@ pub(super) fn raw_kind(seed: u64, segment: u64) -> Truth {
     }
 }
 
-/// A segment's kind; a freeze needs a picture to freeze, so none opens the stream or follows a
-/// black screen (substitutions never yield `NoSignal`, so looking one segment back is enough).
-pub(super) fn segment_kind(seed: u64, segment: u64) -> Truth {
+/// Share of picture segments (normal, benign, malignant) in which the probe is lifted instead.
+/// Drawn from a stream of its own, so every other segment keeps the kind it had before this kind
+/// existed.
+pub(super) const NO_CONTACT_SHARE: f32 = 0.08;
+
+/// The raw kind, with some picture segments turned into probe-lifted ones.
+pub(super) fn contact_kind(seed: u64, segment: u64) -> Truth {
     let raw = raw_kind(seed, segment);
-    if raw == Truth::Frozen && (segment == 0 || raw_kind(seed, segment - 1) == Truth::NoSignal) {
+    let picture = matches!(raw, Truth::Normal | Truth::Benign | Truth::Malignant);
+    if picture && SplitMix::stream(seed, STREAM_CONTACT, segment).unit() < NO_CONTACT_SHARE {
+        return Truth::NoContact;
+    }
+    raw
+}
+
+/// A segment's kind; a freeze needs a picture of tissue to freeze, so none opens the stream or
+/// follows a black screen or a lifted probe (a frozen image of a lifted probe is `no_contact`).
+/// Substitutions yield only picture kinds, so looking one segment back is enough.
+pub(super) fn segment_kind(seed: u64, segment: u64) -> Truth {
+    let kind = contact_kind(seed, segment);
+    if kind == Truth::Frozen && (segment == 0 || matches!(contact_kind(seed, segment - 1), Truth::NoSignal | Truth::NoContact)) {
         let pick = SplitMix::stream(seed, STREAM_SUBSTITUTE, segment).next_u64() % 3;
         return [Truth::Normal, Truth::Benign, Truth::Malignant][pick as usize];
     }
-    raw
+    kind
 }
 
 #[derive(Debug, Clone, Copy, Default)]

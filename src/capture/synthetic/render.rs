@@ -67,9 +67,18 @@ impl Phantom {
         assert_eq!(out.len(), self.frame_len(), "render needs a {}x{} RGB24 buffer", self.fan.width, self.fan.height);
         let truth = self.segment_of(index);
         let source = self.source_index(index);
-        if self.segment_of(source) == Truth::NoSignal {
-            draw_no_signal(&self.fan, out);
-            return truth;
+        match self.segment_of(source) {
+            Truth::NoSignal => {
+                draw_no_signal(&self.fan, out);
+                return truth;
+            }
+            Truth::NoContact => {
+                out.copy_from_slice(&self.chrome);
+                let look = Lifted::draw(self.seed, source / self.segment_frames);
+                draw_lifted(&self.fan, self.area, &look, source, self.seed, out);
+                return truth;
+            }
+            _ => {}
         }
         self.prepare(source / self.segment_frames);
         out.copy_from_slice(&self.chrome);
