@@ -102,8 +102,26 @@ pub struct PipelineConfig {
     pub max_fps: f64,
     /// A frame whose mean luma (0-255) is below this is "no signal": nothing is inferred.
     pub no_signal_luma: f64,
-    /// A frame whose mean absolute difference to the last inferred one is below this is "frozen".
+    /// A frame whose ROI has a smaller fraction (0-1) of textured sample steps is "no contact".
+    pub no_contact_texture: f64,
+    /// A frame whose mean absolute difference to the previous frame is below this is "frozen".
     pub frozen_mad: f64,
+    /// A new input state takes effect after this many consecutive frames ...
+    pub state_dwell_frames: u32,
+    /// ... spanning at least this many milliseconds of capture time.
+    pub state_dwell_ms: u64,
+    /// A freeze shorter than this is not an event (no `freeze` finding).
+    pub freeze_min_ms: u64,
+    /// A finding is `uncertain` when its top probability is under this ...
+    pub abstain_min_top: f64,
+    /// ... or its margin over the second probability is under this.
+    pub abstain_min_margin: f64,
+    /// Live frames whose probabilities are averaged into the stable finding.
+    pub finding_window_frames: u32,
+    /// Consecutive live frames a new call must hold before the stable finding changes.
+    pub finding_hold_frames: u32,
+    /// Publish every inferred frame on `prediction` (the findings and the state go out regardless).
+    pub publish_predictions: bool,
 }
 
 impl PipelineConfig {
@@ -119,7 +137,20 @@ impl PipelineConfig {
 
 impl Default for PipelineConfig {
     fn default() -> Self {
-        PipelineConfig { max_fps: 10.0, no_signal_luma: 8.0, frozen_mad: 0.5 }
+        PipelineConfig {
+            max_fps: 10.0,
+            no_signal_luma: 8.0,
+            no_contact_texture: 0.06,
+            frozen_mad: 0.5,
+            state_dwell_frames: 3,
+            state_dwell_ms: 250,
+            freeze_min_ms: 500,
+            abstain_min_top: 0.6,
+            abstain_min_margin: 0.2,
+            finding_window_frames: 5,
+            finding_hold_frames: 3,
+            publish_predictions: true,
+        }
     }
 }
 
@@ -271,6 +302,14 @@ mod tests {
             (format!("{MINIMAL}[pipeline]\nno_signal_luma = 1e9\n"), "pipeline.no_signal_luma"),
             (format!("{MINIMAL}[pipeline]\nfrozen_mad = nan\n"), "pipeline.frozen_mad"),
             (format!("{MINIMAL}[pipeline]\nno_signal_luma = -1\n"), "pipeline.no_signal_luma"),
+            (format!("{MINIMAL}[pipeline]\nno_contact_texture = 0.6\n"), "pipeline.no_contact_texture"),
+            (format!("{MINIMAL}[pipeline]\nstate_dwell_frames = 0\n"), "pipeline.state_dwell_frames"),
+            (format!("{MINIMAL}[pipeline]\nstate_dwell_ms = 10001\n"), "pipeline.state_dwell_ms"),
+            (format!("{MINIMAL}[pipeline]\nfreeze_min_ms = 60001\n"), "pipeline.freeze_min_ms"),
+            (format!("{MINIMAL}[pipeline]\nabstain_min_top = 1.01\n"), "pipeline.abstain_min_top"),
+            (format!("{MINIMAL}[pipeline]\nabstain_min_margin = nan\n"), "pipeline.abstain_min_margin"),
+            (format!("{MINIMAL}[pipeline]\nfinding_window_frames = 101\n"), "pipeline.finding_window_frames"),
+            (format!("{MINIMAL}[pipeline]\nfinding_hold_frames = 0\n"), "pipeline.finding_hold_frames"),
         ] {
             let e = load(&text).unwrap_err();
             assert!(matches!(e, ConfigError::Invalid(_, k, _) if k == key), "{text}: {e}");

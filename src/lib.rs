@@ -5,7 +5,8 @@
 //! ```text
 //! daemon ──> pipeline ──> classify ──> capture ──> preprocess ──> infer
 //!    │           │                        │
-//!    │           └──> publish ──> state   └──> config (source settings)
+//!    │           ├──> clinical ──> publish ──> state
+//!    │           └──> publish             └──> config (source settings)
 //!    └──> config, sysinfo
 //! ```
 //!
@@ -16,6 +17,7 @@
 //! - [`classify`]: the one per-image path (region, preprocessing, inference) every command shares.
 //! - [`eval`]: local validation on labelled images (data sets, metrics with intervals, reports), through [`classify`].
 //! - [`publish`]: the publisher seam, message payloads and the MQTT client.
+//! - [`clinical`]: input states, the freeze moment, abstention and the stable finding (pure).
 //! - [`pipeline`]: the daemon's threads, hand-offs, counters and shared status.
 //! - [`daemon`]: assembles the parts from a config, supervises the threads, stops cleanly.
 //! - [`state`]: the state vocabulary (daemon, source, gate, input) every topic shares.
@@ -26,6 +28,7 @@
 
 pub mod capture;
 pub mod classify;
+pub mod clinical;
 pub mod config;
 pub mod daemon;
 pub mod eval;

@@ -48,8 +48,10 @@ pub enum Gate {
     Inferring,
     /// The screen is dark (or the driver says there is no video): nothing inferred.
     NoSignal,
-    /// The image has not changed since the last inferred one: not inferred again.
+    /// The image is unchanged (the sonographer pressed Freeze): inferred once, not again.
     Frozen,
+    /// The screen is there but the ROI holds no tissue (probe lifted): nothing inferred.
+    NoContact,
     /// The configured ROI does not fit the frame.
     RoiMismatch,
     /// The source delivers frames that cannot be converted.
@@ -65,11 +67,26 @@ pub enum Gate {
 }
 
 impl Gate {
+    /// The gate of a frame in this input state (`source_waiting` is the waiting one; the replay's
+    /// end is said by the capture loop itself).
+    pub fn of_input(state: InputState) -> Gate {
+        match state {
+            InputState::Live => Gate::Inferring,
+            InputState::Frozen => Gate::Frozen,
+            InputState::NoContact => Gate::NoContact,
+            InputState::NoSignal => Gate::NoSignal,
+            InputState::RoiMismatch => Gate::RoiMismatch,
+            InputState::CorruptInput => Gate::CorruptFrames,
+            InputState::SourceWaiting => Gate::SourceWaiting,
+        }
+    }
+
     /// The input state this gate shows, if it is about the input at all.
     pub fn input_state(self) -> Option<InputState> {
         match self {
             Gate::Inferring => Some(InputState::Live),
             Gate::Frozen => Some(InputState::Frozen),
+            Gate::NoContact => Some(InputState::NoContact),
             Gate::NoSignal => Some(InputState::NoSignal),
             Gate::RoiMismatch => Some(InputState::RoiMismatch),
             Gate::CorruptFrames => Some(InputState::CorruptInput),
@@ -161,5 +178,12 @@ mod tests {
         assert_eq!(name(DaemonState::Offline), "offline");
         assert_eq!(Gate::CorruptFrames.input_state(), Some(InputState::CorruptInput));
         assert_eq!(Gate::Stopped.input_state(), None);
+    }
+
+    #[test]
+    fn every_input_state_has_a_gate_that_maps_back_to_it() {
+        for state in InputState::BY_PRECEDENCE {
+            assert_eq!(Gate::of_input(state).input_state(), Some(state));
+        }
     }
 }

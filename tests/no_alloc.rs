@@ -1,5 +1,5 @@
 //! The frame path from a captured buffer to the model's input tensor allocates nothing per frame
-//! (ROI conversion into a pooled buffer, gating, the mailbox hand-off, preprocessing into the
+//! (ROI conversion into a pooled buffer, judging the input state, the mailbox hand-off, preprocessing into the
 //! session's reused input). Inference and the prediction after it allocate a fixed count per frame.
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -11,11 +11,14 @@ use sonoedge::capture::convert::{Converter, Deinterlace};
 use sonoedge::capture::region::Region;
 use sonoedge::capture::{ColorSpace, FieldOrder, Frame, FrameMeta, PixelFormat, Range};
 use sonoedge::classify::Classifier;
+use sonoedge::clinical::abstain::Abstention;
+use sonoedge::clinical::input::Dwell;
+use sonoedge::config::PipelineConfig;
 use sonoedge::infer::{LoadOptions, Model, Overrides};
 use sonoedge::pipeline::gate::Gate;
 use sonoedge::pipeline::handoff::{Mailbox, Pool};
 use sonoedge::pipeline::stats::Counters;
-use sonoedge::pipeline::{infer_one, CaptureStage, RoiFrame, SharedState};
+use sonoedge::pipeline::{infer_one, thresholds, CaptureStage, InputTracker, RoiFrame, SharedState};
 use sonoedge::preprocess::{ImageView, Layout as PixelLayout, Preprocessor};
 
 /// Counts allocations made by the current thread only (other test threads do not disturb it).
@@ -80,7 +83,9 @@ impl Rig {
         let stage = CaptureStage {
             region: Region::new(Some([272, 56, 736, 624]), None),
             converter: Converter::new(Deinterlace::Weave),
-            gate: Gate::new(8.0, 0.5),
+            gate: Gate::new(thresholds(&PipelineConfig::default())),
+            // Live takes effect at the first frame, so every frame of the test is inferred.
+            input: InputTracker::new(Dwell { frames: 1, min: Duration::ZERO }, Duration::from_millis(500), None),
             pool: pool.clone(),
             mailbox: mailbox.clone(),
             counters: Arc::new(Counters::default()),
@@ -95,7 +100,7 @@ impl Rig {
     fn capture(&mut self, i: u64) -> RoiFrame {
         self.raw.iter_mut().step_by(7).for_each(|b| *b = b.wrapping_add(31)); // a changing image, never "frozen"
         let frame = Frame { meta: meta(i), data: &self.raw };
-        let roi_frame = self.stage.accept(frame, i, Instant::now()).expect("frame accepted");
+        let roi_frame = self.stage.accept(frame, i, Instant::now(), true).expect("frame accepted");
         self.stage.hand_off(roi_frame);
         self.mailbox.take_timeout(Duration::from_millis(10)).expect("frame in mailbox")
     }
@@ -150,7 +155,7 @@ fn inference_and_prediction_allocate_a_fixed_count_that_does_not_grow() {
     for i in 0..15 {
         let f = rig.capture(i);
         let before = allocs();
-        let p = infer_one(&model, &mut classifier, &f, &counters).unwrap();
+        let p = infer_one(&model, &mut classifier, &f, &counters, &Abstention { min_top: 0.6, min_margin: 0.2 }).unwrap();
         per_frame.push(allocs() - before);
         drop(p);
         rig.pool.put(f.rgb);

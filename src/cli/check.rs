@@ -102,6 +102,7 @@ fn largest_message_bytes(id: &Identity, labels: &[String]) -> usize {
         captured_at: now,
         inferred_at: now,
         label: labels.iter().max_by_key(|l| l.len()).cloned().unwrap_or_default(),
+        uncertain: false, // "false" is the longer
         probs,
         latency,
     };

@@ -62,6 +62,20 @@ impl RawConfig {
         ranges::min_interval(p.max_fps).map_err(at("pipeline.max_fps"))?;
         ranges::within(p.no_signal_luma, &ranges::NO_SIGNAL_LUMA).map_err(at("pipeline.no_signal_luma"))?;
         ranges::within(p.frozen_mad, &ranges::FROZEN_MAD).map_err(at("pipeline.frozen_mad"))?;
+        self.check_signals()
+    }
+
+    /// The clinical-signal keys of `[pipeline]`.
+    fn check_signals(&self) -> Result<(), Bad> {
+        let p = &self.pipeline;
+        ranges::within(p.no_contact_texture, &ranges::NO_CONTACT_TEXTURE).map_err(at("pipeline.no_contact_texture"))?;
+        ranges::within(p.state_dwell_frames, &ranges::STATE_DWELL_FRAMES).map_err(at("pipeline.state_dwell_frames"))?;
+        ranges::within(p.state_dwell_ms, &ranges::STATE_DWELL_MS).map_err(at("pipeline.state_dwell_ms"))?;
+        ranges::within(p.freeze_min_ms, &ranges::FREEZE_MIN_MS).map_err(at("pipeline.freeze_min_ms"))?;
+        ranges::within(p.abstain_min_top, &ranges::ABSTAIN).map_err(at("pipeline.abstain_min_top"))?;
+        ranges::within(p.abstain_min_margin, &ranges::ABSTAIN).map_err(at("pipeline.abstain_min_margin"))?;
+        ranges::within(p.finding_window_frames, &ranges::FINDING_FRAMES).map_err(at("pipeline.finding_window_frames"))?;
+        ranges::within(p.finding_hold_frames, &ranges::FINDING_FRAMES).map_err(at("pipeline.finding_hold_frames"))?;
         Ok(())
     }
 }

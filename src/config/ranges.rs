@@ -23,6 +23,22 @@ pub const NO_SIGNAL_LUMA: RangeInclusive<f64> = 0.0..=64.0;
 /// Mean absolute luma difference: live speckle moves a few levels per frame; above 64 a live image
 /// would be called frozen; 0 turns the check off.
 pub const FROZEN_MAD: RangeInclusive<f64> = 0.0..=64.0;
+/// Fraction of textured steps in the ROI's sample: live tissue has about 0.35 (phantom, and the
+/// median of the BUSI images), so above 0.5 most live images would count as no contact; 0 turns
+/// the check off.
+pub const NO_CONTACT_TEXTURE: RangeInclusive<f64> = 0.0..=0.5;
+/// Frames a new input state must hold: 1 follows every frame; beyond 1000 (30 s at 30 fps) a
+/// freeze or a lifted probe would be reported after it was over.
+pub const STATE_DWELL_FRAMES: RangeInclusive<u32> = 1..=1000;
+/// Milliseconds a new input state must hold; 10 s for the same reason.
+pub const STATE_DWELL_MS: RangeInclusive<u64> = 0..=10_000;
+/// Shortest freeze that is an event: up to a minute.
+pub const FREEZE_MIN_MS: RangeInclusive<u64> = 0..=60_000;
+/// Abstention thresholds are probabilities (0 = never abstain on this criterion; 1 = always).
+pub const ABSTAIN: RangeInclusive<f64> = 0.0..=1.0;
+/// Frames averaged into, and held before a change of, the stable finding: 100 is 10 s at the
+/// default `max_fps`.
+pub const FINDING_FRAMES: RangeInclusive<u32> = 1..=100;
 pub const THREADS: RangeInclusive<usize> = 1..=64;
 pub const BUFFERS: RangeInclusive<u32> = 2..=8;
 /// A V4L2 input index (drivers number their inputs from 0; none has dozens).

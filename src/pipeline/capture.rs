@@ -1,19 +1,22 @@
-//! The capture thread: takes frames from the source, counts sequence gaps, honours `max_fps`,
-//! converts and gates the ROI into a pooled buffer and hands it to inference without blocking.
+//! The capture thread: takes frames from the source, counts sequence gaps, converts the ROI of
+//! every frame into a pooled buffer, judges its input state (gate, then the dwell of the input
+//! tracker), honours `max_fps` and hands what is to be inferred to inference without blocking.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::gate::{Gate, Verdict};
+use super::gate::Gate;
 use super::handoff::{Mailbox, Pool};
 use super::stats::Counters;
 use super::status::{Heartbeats, SharedState, Thread};
+use super::tracker::{Decision, InputTracker};
+use super::Purpose;
 use super::RoiFrame;
 use crate::capture::convert::{ConvertError, Converter, Roi};
 use crate::capture::region::Region;
 use crate::capture::{CaptureError, Frame, FrameMeta, FrameSource};
-use crate::state::{Gate as GateState, SourceState};
+use crate::state::{Gate as GateState, InputState, SourceState};
 
 pub(super) struct CaptureLoop {
     pub source: Box<dyn FrameSource>,
@@ -23,11 +26,12 @@ pub(super) struct CaptureLoop {
     pub heartbeats: Arc<Heartbeats>,
 }
 
-/// What the capture thread does with a frame once it has one: convert, gate, hand off.
+/// What the capture thread does with a frame once it has one: convert, judge, hand off.
 pub struct CaptureStage {
     pub region: Region,
     pub converter: Converter,
     pub gate: Gate,
+    pub input: InputTracker,
     pub pool: Arc<Pool>,
     pub mailbox: Arc<Mailbox<RoiFrame>>,
     pub counters: Arc<Counters>,
@@ -47,6 +51,7 @@ impl CaptureLoop {
         while !self.stop.load(Ordering::Relaxed) {
             self.heartbeats.beat(Thread::Capture);
             if self.source.ended() {
+                self.stage.input.on_error(InputState::SourceWaiting);
                 self.stage.state.set(SourceState::Ended, GateState::SourceEnded, Some("the replay finished".into()));
                 std::thread::sleep(Duration::from_millis(200));
                 continue;
@@ -64,6 +69,7 @@ impl CaptureLoop {
                     if let Some(sequence) = e.sequence() {
                         count_gaps(&self.stage.counters, &mut last_seq, sequence);
                     }
+                    self.stage.observe_error(&e);
                     self.stage.on_error(e);
                     continue;
                 }
@@ -72,11 +78,9 @@ impl CaptureLoop {
             Counters::add(&self.stage.counters.frames_in);
             frame_no += 1;
             count_gaps(&self.stage.counters, &mut last_seq, frame.meta.sequence);
-            if last_accept.is_some_and(|t| captured_at.duration_since(t) < self.min_interval) {
-                Counters::add(&self.stage.counters.skipped_max_fps);
-                continue;
-            }
-            if let Some(roi_frame) = self.stage.accept(frame, frame_no, captured_at) {
+            // Every frame is judged; `max_fps` only limits which live frames are inferred.
+            let due = last_accept.is_none_or(|t| captured_at.duration_since(t) >= self.min_interval);
+            if let Some(roi_frame) = self.stage.accept(frame, frame_no, captured_at, due) {
                 last_accept = Some(captured_at);
                 self.stage.hand_off(roi_frame);
             }
@@ -105,6 +109,17 @@ fn count_gaps(counters: &Counters, last_seq: &mut Option<u64>, seq: u64) {
 }
 
 impl CaptureStage {
+    /// The input state a source error shows; the next frame is not compared with the last one.
+    fn observe_error(&mut self, e: &CaptureError) {
+        let state = match e {
+            CaptureError::Corrupt(_) | CaptureError::Damaged { .. } => InputState::CorruptInput,
+            CaptureError::NoSignal { .. } => InputState::NoSignal,
+            CaptureError::Unavailable(_) => InputState::SourceWaiting,
+        };
+        self.input.on_error(state);
+        self.gate.forget();
+    }
+
     /// A frame the source could not give: a corrupt one is counted, a lost source reported.
     fn on_error(&self, e: CaptureError) {
         match e {
@@ -147,23 +162,43 @@ impl CaptureStage {
 
     /// Puts a frame in the mailbox; a frame still waiting there is dropped and counted.
     pub fn hand_off(&self, frame: RoiFrame) {
-        if let Some(old) = self.mailbox.put(frame) {
-            // Inference is still busy with an earlier frame: the older waiting one goes.
-            Counters::add(&self.counters.dropped_inference_busy);
-            self.pool.put(old.rgb);
-        }
+        let Some(old) = self.mailbox.put(frame) else { return };
+        // Inference is still busy with an earlier frame: the older waiting one goes, unless it is
+        // a freeze's only image; then the newer live frame goes instead.
+        let dropped = match old.purpose {
+            Purpose::Freeze(_) => self.mailbox.put(old).expect("the newer frame was just put"),
+            Purpose::Live { .. } => old,
+        };
+        Counters::add(&self.counters.dropped_inference_busy);
+        self.pool.put(dropped.rgb);
     }
 
-    /// Converts and gates one frame; `Some` if it should be inferred.
-    pub fn accept(&mut self, frame: Frame<'_>, frame_no: u64, captured_at: Instant) -> Option<RoiFrame> {
+    /// Converts and judges one frame; `Some` if it should be inferred (`due`: `max_fps` allows a
+    /// live frame now).
+    pub fn accept(&mut self, frame: Frame<'_>, frame_no: u64, captured_at: Instant, due: bool) -> Option<RoiFrame> {
         self.follow_geometry(&frame.meta);
         let roi = self.region.roi(frame.meta.width, frame.meta.height);
-        let mut rgb = self.convert(&frame, roi)?;
+        let mut rgb = match self.convert(&frame, roi) {
+            Ok(rgb) => rgb,
+            Err(unusable) => {
+                if let Some(state) = unusable {
+                    self.input.on_frame(state, frame_no, captured_at, frame.meta.wall);
+                }
+                return None;
+            }
+        };
         self.region.mask(&mut rgb, roi);
-        let verdict = self.gate.judge(&rgb, roi.width, roi.height);
-        self.state.set(SourceState::Streaming, verdict.gate(), None);
-        match verdict {
-            Verdict::Infer => Some(RoiFrame {
+        let (judged, _) = self.gate.judge(&rgb, roi.width, roi.height);
+        let decision = self.input.on_frame(judged, frame_no, captured_at, frame.meta.wall);
+        let gate = self.input.current().map_or(GateState::Starting, |c| GateState::of_input(c.state));
+        self.state.set(SourceState::Streaming, gate, None);
+        let purpose = match decision {
+            Decision::Infer(Purpose::Live { .. }) if !due => Err(&self.counters.skipped_max_fps),
+            Decision::Infer(purpose) => Ok(purpose),
+            Decision::Skip(judged) => Err(self.counters.skipped(judged)),
+        };
+        match purpose {
+            Ok(purpose) => Some(RoiFrame {
                 rgb,
                 width: roi.width,
                 height: roi.height,
@@ -171,9 +206,10 @@ impl CaptureStage {
                 frame_no,
                 captured_at,
                 generation: self.state.generation(),
+                purpose,
             }),
-            Verdict::NoSignal | Verdict::Frozen => {
-                Counters::add(if verdict == Verdict::NoSignal { &self.counters.gated_no_signal } else { &self.counters.gated_frozen });
+            Err(counter) => {
+                Counters::add(counter);
                 self.pool.put(rgb);
                 None
             }
@@ -185,17 +221,19 @@ impl CaptureStage {
         let geometry = (meta.width, meta.height, meta.format);
         if self.geometry.is_some_and(|g| g != geometry) {
             self.state.next_generation();
+            self.gate.forget();
         }
         self.geometry = Some(geometry);
     }
 
-    /// The ROI as RGB in a pooled buffer; a frame it cannot convert is counted and reported.
-    fn convert(&mut self, frame: &Frame<'_>, roi: Roi) -> Option<Vec<u8>> {
+    /// The ROI as RGB in a pooled buffer; a frame it cannot convert is counted and reported, and
+    /// the input state it shows returned (`None`: no buffer free, nothing about the input).
+    fn convert(&mut self, frame: &Frame<'_>, roi: Roi) -> Result<Vec<u8>, Option<InputState>> {
         let Some(mut rgb) = self.pool.get() else {
             Counters::add(&self.counters.dropped_inference_busy);
-            return None;
+            return Err(None);
         };
-        let Err(e) = self.converter.convert(frame, roi, &mut rgb) else { return Some(rgb) };
+        let Err(e) = self.converter.convert(frame, roi, &mut rgb) else { return Ok(rgb) };
         self.pool.put(rgb);
         let (counter, gate) = match e {
             ConvertError::RoiOutside { .. } => (&self.counters.roi_mismatch, GateState::RoiMismatch),
@@ -206,6 +244,6 @@ impl CaptureStage {
         };
         Counters::add(counter);
         self.state.set(SourceState::Streaming, gate, Some(e.to_string()));
-        None
+        Err(gate.input_state())
     }
 }

@@ -1,8 +1,9 @@
-//! The daemon's frame path, one thread per stage: [`capture`] (frame -> gated ROI RGB in a pooled
-//! buffer), [`inference`] (preprocess -> tract -> prediction) and [`publish`] (predictions, status
-//! changes, periodic stats). Hand-offs are bounded and never block capture; [`status`] holds what
-//! the threads share with the status topic and the watchdog. Shutdown finishes the frame in
-//! flight, publishes the final status and joins every thread.
+//! The daemon's frame path, one thread per stage: [`capture`] (frame -> ROI RGB in a pooled buffer,
+//! judged by [`gate`], its input state kept by [`tracker`]), [`inference`] (preprocess
+//! -> tract -> prediction) and [`publish`] (predictions, clinical signals, status changes, periodic
+//! stats). Hand-offs are bounded and never block capture; [`status`] holds what the threads share
+//! with the status topic and the watchdog. Shutdown finishes the frame in flight, publishes the
+//! final status and joins every thread.
 
 pub mod capture;
 pub mod gate;
@@ -11,6 +12,7 @@ pub mod inference;
 pub mod publish;
 pub mod stats;
 pub mod status;
+pub mod tracker;
 
 use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::sync_channel;
@@ -21,15 +23,30 @@ use std::time::{Duration, Instant};
 use crate::capture::convert::{Converter, Deinterlace, Roi};
 use crate::capture::region::Region;
 use crate::capture::{FrameMeta, FrameSource};
+use crate::clinical::abstain::Abstention;
+pub use crate::clinical::input::Purpose;
+use crate::clinical::input::{Dwell, InputChange};
+use crate::clinical::stable::Smoothing;
+use crate::clinical::Clinic;
 use crate::config::PipelineConfig;
 use crate::infer::Model;
-use crate::publish::{Identity, Outgoing, Publisher};
+use crate::publish::{Identity, Prediction, Publisher};
 pub use capture::CaptureStage;
-use gate::Gate;
+use gate::{Gate, Thresholds};
 use handoff::{Mailbox, Pool};
 pub use inference::infer_one;
 use stats::Counters;
 pub use status::{Facts, Heartbeats, SharedState, Thread};
+pub use tracker::InputTracker;
+
+/// What the capture and inference threads send the publish thread, in the order it happened.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// An inferred frame, and why it was inferred.
+    Inferred(Prediction, Purpose),
+    /// An input state took effect.
+    Input(InputChange),
+}
 
 /// A converted ROI on its way to inference.
 pub struct RoiFrame {
@@ -41,6 +58,7 @@ pub struct RoiFrame {
     pub captured_at: Instant,
     /// The stream generation it was captured in (see [`SharedState`]).
     pub generation: u64,
+    pub purpose: Purpose,
 }
 
 /// Everything the pipeline runs with.
@@ -96,12 +114,14 @@ pub fn start(parts: Parts, stop: Arc<AtomicBool>) -> Running {
     let heartbeats = Arc::new(Heartbeats::new());
     let mailbox = Arc::new(Mailbox::<RoiFrame>::default());
     let pool = Arc::new(Pool::new(3, pool_bytes(parts.region.configured_roi())));
-    let (tx, rx) = sync_channel::<Outgoing>(256);
+    let (tx, rx) = sync_channel::<Event>(256);
     let describe = parts.source.describe();
+    let c = &parts.config;
     let stage = CaptureStage {
         region: parts.region,
         converter: Converter::new(parts.deinterlace),
-        gate: Gate::new(parts.config.no_signal_luma, parts.config.frozen_mad),
+        gate: Gate::new(thresholds(c)),
+        input: InputTracker::new(dwell(c), Duration::from_millis(c.freeze_min_ms), Some(tx.clone())),
         pool: pool.clone(),
         mailbox: mailbox.clone(),
         counters: counters.clone(),
@@ -111,12 +131,13 @@ pub fn start(parts: Parts, stop: Arc<AtomicBool>) -> Running {
     let capture = capture::CaptureLoop {
         source: parts.source,
         stage,
-        min_interval: parts.config.min_interval(),
+        min_interval: c.min_interval(),
         stop: stop.clone(),
         heartbeats: heartbeats.clone(),
     };
     let infer = inference::InferLoop {
         model: parts.model.clone(),
+        abstention: abstention(c),
         pool,
         mailbox,
         tx,
@@ -127,6 +148,8 @@ pub fn start(parts: Parts, stop: Arc<AtomicBool>) -> Running {
     let publish = publish::PublishLoop {
         publisher: parts.publisher,
         rx,
+        clinic: Clinic::new(parts.model.labels().to_vec(), abstention(c), smoothing(c)),
+        publish_predictions: c.publish_predictions,
         counters: counters.clone(),
         state: state.clone(),
         identity: parts.identity,
@@ -141,6 +164,25 @@ pub fn start(parts: Parts, stop: Arc<AtomicBool>) -> Running {
         spawn(Thread::Publish, move || publish.run()),
     ];
     Running { threads, counters, state, heartbeats }
+}
+
+/// The per-frame judgement's thresholds from `[pipeline]`.
+pub fn thresholds(c: &PipelineConfig) -> Thresholds {
+    Thresholds { no_signal_luma: c.no_signal_luma, no_contact_texture: c.no_contact_texture, frozen_mad: c.frozen_mad }
+}
+
+/// The abstention thresholds from `[pipeline]`.
+pub fn abstention(c: &PipelineConfig) -> Abstention {
+    Abstention { min_top: c.abstain_min_top, min_margin: c.abstain_min_margin }
+}
+
+/// The minimum dwell of a new input state from `[pipeline]`.
+pub fn dwell(c: &PipelineConfig) -> Dwell {
+    Dwell { frames: c.state_dwell_frames, min: Duration::from_millis(c.state_dwell_ms) }
+}
+
+fn smoothing(c: &PipelineConfig) -> Smoothing {
+    Smoothing { window: c.finding_window_frames as usize, hold: c.finding_hold_frames }
 }
 
 fn spawn(thread: Thread, f: impl FnOnce() + Send + 'static) -> (Thread, JoinHandle<()>) {

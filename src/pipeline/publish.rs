@@ -1,6 +1,7 @@
 //! The publish thread: hands predictions to the publisher (withholding results that finished after
-//! the source was lost), publishes each change of status once, stats every interval, and on stop
-//! the final stats and the `stopped` status.
+//! the source was lost), turns input changes and inferred frames into clinical signals (state and
+//! findings, through the [`Clinic`]), publishes each change of status once, stats every interval,
+//! and on stop the final stats and the `stopped` status.
 
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
@@ -8,12 +9,17 @@ use std::time::{Duration, Instant};
 
 use super::stats::{Counters, StatsReporter};
 use super::status::{Facts, Heartbeats, SharedState, Thread};
-use crate::publish::{Identity, Outgoing, Publisher, Status};
+use super::Event;
+use crate::clinical::Clinic;
+use crate::publish::{Identity, Outgoing, Prediction, Publisher, Status};
 use crate::state::{DaemonState, Gate};
 
 pub(super) struct PublishLoop {
     pub publisher: Box<dyn Publisher>,
-    pub rx: Receiver<Outgoing>,
+    pub rx: Receiver<Event>,
+    pub clinic: Clinic,
+    /// `pipeline.publish_predictions`: the raw per-frame stream (findings and state go out regardless).
+    pub publish_predictions: bool,
     pub counters: Arc<Counters>,
     pub state: Arc<SharedState>,
     pub identity: Identity,
@@ -39,18 +45,20 @@ impl PublishLoop {
                 self.heartbeats.beat(Thread::Publish);
             }
             match self.rx.recv_timeout(Duration::from_millis(100)) {
-                Ok(Outgoing::Prediction(p)) => {
+                Ok(Event::Inferred(p, purpose)) => {
                     // The status goes out first; a result from before a loss or a size change is
                     // stale, and so is one that finished after the input stopped being classified
                     // (no signal, ROI mismatch): nothing is published after status said so.
                     published = self.publish_status_if_changed(published);
                     if p.generation == self.state.generation() && self.state.accepts_results() {
-                        self.publisher.publish(Outgoing::Prediction(p));
+                        let signals = self.clinic.on_prediction(&p, purpose);
+                        self.publish_prediction(p);
+                        signals.into_iter().for_each(|m| self.publisher.publish(m));
                     } else {
                         Counters::add(&self.counters.dropped_source_lost);
                     }
                 }
-                Ok(msg) => self.publisher.publish(msg),
+                Ok(Event::Input(change)) => self.clinic.on_input(change).into_iter().for_each(|m| self.publisher.publish(m)),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break, // the inference thread has finished
             }
@@ -65,6 +73,13 @@ impl PublishLoop {
             }
         }
         self.finish(&mut reporter);
+    }
+
+    /// The raw prediction, unless the config turned the per-frame stream off.
+    fn publish_prediction(&mut self, p: Prediction) {
+        if self.publish_predictions {
+            self.publisher.publish(Outgoing::Prediction(p));
+        }
     }
 
     fn publish_stats(&mut self, reporter: &mut StatsReporter) {

@@ -24,6 +24,10 @@ pub struct Counters {
     pub source_gaps: AtomicU64,
     pub gated_no_signal: AtomicU64,
     pub gated_frozen: AtomicU64,
+    /// The ROI held no tissue (probe lifted).
+    pub gated_no_contact: AtomicU64,
+    /// Judged live while another input state was still in effect (the dwell before live).
+    pub skipped_dwell: AtomicU64,
     /// Skipped to honour `max_fps`.
     pub skipped_max_fps: AtomicU64,
     pub roi_mismatch: AtomicU64,
@@ -35,6 +39,20 @@ pub struct Counters {
 impl Counters {
     pub fn add(counter: &AtomicU64) {
         counter.fetch_add(1, Relaxed);
+    }
+
+    /// The counter of a frame not inferred because of its input state: its own judgement, or
+    /// the dwell when it was judged live before live took effect.
+    pub fn skipped(&self, judged: crate::state::InputState) -> &AtomicU64 {
+        use crate::state::InputState::*;
+        match judged {
+            NoSignal => &self.gated_no_signal,
+            NoContact => &self.gated_no_contact,
+            Frozen => &self.gated_frozen,
+            RoiMismatch => &self.roi_mismatch,
+            CorruptInput | SourceWaiting => &self.dropped_corrupt_frame,
+            Live => &self.skipped_dwell,
+        }
     }
 
     pub fn record_inference_ms(&self, ms: f64) {
@@ -93,6 +111,8 @@ impl StatsReporter {
             "skipped": {
                 "no_signal": c.gated_no_signal.load(Relaxed),
                 "frozen": c.gated_frozen.load(Relaxed),
+                "no_contact": c.gated_no_contact.load(Relaxed),
+                "dwell": c.skipped_dwell.load(Relaxed),
                 "max_fps": c.skipped_max_fps.load(Relaxed),
                 "roi_mismatch": c.roi_mismatch.load(Relaxed),
             },

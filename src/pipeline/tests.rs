@@ -9,7 +9,7 @@ use super::*;
 use crate::capture::synthetic::{roi_for, PhantomConfig, SyntheticSource};
 use crate::capture::{CaptureError, Frame};
 use crate::infer::{LoadOptions, Overrides};
-use crate::publish::{RecordingPublisher, Status};
+use crate::publish::{Outgoing, RecordingPublisher, Status};
 use crate::state::{DaemonState, Gate as GateState, SourceState};
 
 const W: u32 = 640;
@@ -33,7 +33,8 @@ fn parts(source: Box<dyn FrameSource>, publisher: RecordingPublisher) -> Parts {
         publisher: Box::new(publisher),
         region: Region::new(Some([x, y, w, h]), None),
         deinterlace: Deinterlace::default(),
-        config: PipelineConfig { max_fps: 0.0, ..PipelineConfig::default() },
+        // Unpaced sources deliver a segment in milliseconds: the dwell is counted in frames only.
+        config: PipelineConfig { max_fps: 0.0, state_dwell_ms: 0, freeze_min_ms: 0, ..PipelineConfig::default() },
         identity,
         stats_interval: Duration::from_millis(200),
         system_facts: || serde_json::json!({}),
@@ -65,6 +66,8 @@ fn unaccounted(c: &Counters, predictions: u64) -> i64 {
         &c.skipped_max_fps,
         &c.gated_no_signal,
         &c.gated_frozen,
+        &c.gated_no_contact,
+        &c.skipped_dwell,
         &c.dropped_inference_busy,
         &c.dropped_corrupt_frame,
         &c.roi_mismatch,
@@ -251,6 +254,7 @@ fn prediction(frame: u64, generation: u64) -> crate::publish::Prediction {
         captured_at: now,
         inferred_at: now,
         label: "benign".into(),
+        uncertain: false,
         probs: vec![("benign".into(), 1.0)],
         latency: crate::publish::LatencyMs::default(),
     }
@@ -261,29 +265,20 @@ fn a_result_from_before_a_reopen_is_withheld_even_when_it_arrives_after_streamin
     let rec = RecordingPublisher::default();
     let (counters, state) = (Arc::new(Counters::default()), Arc::new(SharedState::default()));
     let (tx, rx) = sync_channel(8);
-    let publish = publish::PublishLoop {
-        publisher: Box::new(rec.clone()),
-        rx,
-        counters: counters.clone(),
-        state: state.clone(),
-        identity: Identity { device_id: "t".into(), model_sha256: "m".into(), preprocess_digest: "p".into() },
-        describe: "test".into(),
-        stats_interval: Duration::ZERO,
-        system_facts: || serde_json::json!({}),
-        heartbeats: Arc::new(Heartbeats::new()),
-    };
+    let publish = publish_loop(&rec, rx, &counters, &state);
     state.set(SourceState::Streaming, GateState::Inferring, None);
     let thread = std::thread::spawn(move || publish.run());
     let count = |rec: &RecordingPublisher| rec.messages.lock().unwrap().iter().filter(|m| matches!(m, Outgoing::Prediction(_))).count();
-    tx.send(Outgoing::Prediction(prediction(1, 0))).unwrap();
+    let live = Purpose::Live { stretch: 1 };
+    tx.send(Event::Inferred(prediction(1, 0), live)).unwrap();
     while count(&rec) < 1 {
         std::thread::sleep(Duration::from_millis(5));
     }
     // The device is lost and reopened: the state says streaming again before the old result lands.
     state.next_generation();
     state.set(SourceState::Streaming, GateState::Inferring, None);
-    tx.send(Outgoing::Prediction(prediction(2, 0))).unwrap();
-    tx.send(Outgoing::Prediction(prediction(3, 1))).unwrap();
+    tx.send(Event::Inferred(prediction(2, 0), live)).unwrap();
+    tx.send(Event::Inferred(prediction(3, 1), live)).unwrap();
     drop(tx);
     thread.join().unwrap();
     let published: Vec<u64> =
@@ -292,14 +287,18 @@ fn a_result_from_before_a_reopen_is_withheld_even_when_it_arrives_after_streamin
     assert_eq!(counters.dropped_source_lost.load(Relaxed), 1);
 }
 
-#[test]
-fn a_result_that_finishes_after_status_said_no_signal_is_withheld() {
-    let rec = RecordingPublisher::default();
-    let (counters, state) = (Arc::new(Counters::default()), Arc::new(SharedState::default()));
-    let (tx, rx) = sync_channel(8);
-    let publish = publish::PublishLoop {
+/// A publish loop recording what it publishes, with the default clinical thresholds.
+fn publish_loop(
+    rec: &RecordingPublisher,
+    rx: std::sync::mpsc::Receiver<Event>,
+    counters: &Arc<Counters>,
+    state: &Arc<SharedState>,
+) -> publish::PublishLoop {
+    publish::PublishLoop {
         publisher: Box::new(rec.clone()),
         rx,
+        clinic: Clinic::new(vec!["benign".into()], abstention(&PipelineConfig::default()), smoothing(&PipelineConfig::default())),
+        publish_predictions: true,
         counters: counters.clone(),
         state: state.clone(),
         identity: Identity { device_id: "t".into(), model_sha256: "m".into(), preprocess_digest: "p".into() },
@@ -307,10 +306,18 @@ fn a_result_that_finishes_after_status_said_no_signal_is_withheld() {
         stats_interval: Duration::ZERO,
         system_facts: || serde_json::json!({}),
         heartbeats: Arc::new(Heartbeats::new()),
-    };
+    }
+}
+
+#[test]
+fn a_result_that_finishes_after_status_said_no_signal_is_withheld() {
+    let rec = RecordingPublisher::default();
+    let (counters, state) = (Arc::new(Counters::default()), Arc::new(SharedState::default()));
+    let (tx, rx) = sync_channel(8);
+    let publish = publish_loop(&rec, rx, &counters, &state);
     state.set(SourceState::Streaming, GateState::NoSignal, Some("the grabber reports no signal".into()));
     let thread = std::thread::spawn(move || publish.run());
-    tx.send(Outgoing::Prediction(prediction(1, 0))).unwrap();
+    tx.send(Event::Inferred(prediction(1, 0), Purpose::Live { stretch: 1 })).unwrap();
     drop(tx);
     thread.join().unwrap();
     let messages = rec.messages.lock().unwrap();

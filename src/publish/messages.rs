@@ -37,7 +37,10 @@ pub struct Prediction {
     /// When the frame was captured, on this process's clock (for ages).
     pub captured_at: Instant,
     pub inferred_at: Instant,
+    /// The argmax label (the raw output, even when `uncertain`).
     pub label: String,
+    /// The abstention thresholds call these probabilities `uncertain`.
+    pub uncertain: bool,
     pub probs: Vec<(String, f64)>,
     pub latency: LatencyMs,
 }
@@ -65,6 +68,7 @@ impl Prediction {
             "captured_monotonic_ms": self.captured_monotonic.as_millis() as u64,
             "clock_synced": clock_synced(),
             "label": self.label,
+            "uncertain": self.uncertain,
             "probs": probs,
             "model_sha256": id.model_sha256,
             "preprocess_digest": id.preprocess_digest,
@@ -177,6 +181,7 @@ mod tests {
             captured_at: t0,
             inferred_at: t0 + Duration::from_millis(30),
             label: "benign".into(),
+            uncertain: false,
             probs: vec![("benign".into(), 0.7), ("malignant".into(), 0.3)],
             latency: LatencyMs::default(),
         };

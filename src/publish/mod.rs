@@ -1,11 +1,13 @@
 //! Publishing: the [`Publisher`] seam the pipeline hands results to, its counters, and a recording
-//! implementation for tests. The MQTT implementation lives in [`mqtt`], its connection policy (queue,
-//! backoff, in-flight accounting, counters; no I/O) in [`policy`].
+//! implementation for tests. The payloads live in [`messages`] and [`signals`] (state and findings);
+//! the MQTT implementation in [`mqtt`], its connection policy (queue, backoff, in-flight
+//! accounting, counters; no I/O) in [`policy`].
 
 pub mod messages;
 pub mod mqtt;
 pub mod policy;
 pub mod probe;
+pub mod signals;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -13,6 +15,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 pub use messages::{Identity, LatencyMs, Prediction, Status};
+pub use signals::{Finding, StateMessage};
 
 /// What the pipeline hands to a publisher.
 #[derive(Debug, Clone)]
@@ -21,6 +24,10 @@ pub enum Outgoing {
     /// Retained on `status`.
     Status(Status),
     Stats(serde_json::Value),
+    /// Retained on `state`: the input state and the stable finding.
+    State(StateMessage),
+    /// On `finding`, not retained: freeze, unfreeze, change.
+    Finding(Finding),
 }
 
 /// Counters a publisher keeps; every prediction is counted once, as sent, dropped, refused, queued

@@ -1,5 +1,6 @@
 //! MQTT publishing with rumqttc, MQTT 3.1.1 or 5 (`mqtt.protocol`, [`wire`]): topics under
-//! `<prefix>/<device_id>/`, retained status with a Last Will, and thin glue between rumqttc's event
+//! `<prefix>/<device_id>/`, retained status with a Last Will, the retained input state and the
+//! findings (held, bounded, while the broker is away), and thin glue between rumqttc's event
 //! loop ([`events`]) and the connection [`Policy`] (offline queue, backoff, in-flight accounting,
 //! counters, which broker URL is next), which does no I/O and is tested on its own. The glue
 //! carries the policy's choice of URL out by swapping the event loop's options before its next
@@ -25,7 +26,7 @@ pub use options::{connect_options, parse_url};
 use wire::{Protocol, WireClient, WireOptions};
 
 use super::policy::{Hand, Policy, PolicyConfig};
-use super::{Identity, Outgoing, Prediction, PublishCounters, Publisher, Refusal, Status};
+use super::{Finding, Identity, Outgoing, Prediction, PublishCounters, Publisher, Refusal, StateMessage, Status};
 use crate::state::DaemonState;
 
 /// Everything needed to connect, resolved from config and environment.
@@ -72,12 +73,15 @@ pub struct Topics {
     pub status: String,
     pub prediction: String,
     pub stats: String,
+    pub state: String,
+    pub finding: String,
 }
 
 impl Topics {
     pub fn new(prefix: &str, device_id: &str) -> Topics {
         let base = format!("{prefix}/{device_id}");
-        Topics { status: format!("{base}/status"), prediction: format!("{base}/prediction"), stats: format!("{base}/stats") }
+        let at = |leaf: &str| format!("{base}/{leaf}");
+        Topics { status: at("status"), prediction: at("prediction"), stats: at("stats"), state: at("state"), finding: at("finding") }
     }
 }
 
@@ -86,6 +90,10 @@ impl Topics {
 /// delivered (a broker restart, a cluster node stopped) is not shown `online` for long. 4 x 15 s
 /// by default: a minute; the event thread wakes at least once per keep-alive to refresh it.
 pub const STATUS_EXPIRY_KEEP_ALIVES: u32 = 4;
+
+/// Findings made while the broker is away, sent after the next CONNACK; beyond this many the
+/// oldest go (the retained state still says what the input shows and the current finding).
+const HELD_FINDINGS: usize = 64;
 
 struct Shared {
     policy: Mutex<Policy<Prediction>>,
@@ -100,6 +108,10 @@ struct Shared {
     status_sent_at: Mutex<Option<Instant>>,
     /// What the current session's server allows (MQTT 5 CONNACK).
     limits: Mutex<Limits>,
+    /// The latest input state, republished (retained) on every (re)connect.
+    state: Mutex<Option<StateMessage>>,
+    /// Findings made while disconnected, oldest first.
+    held_findings: Mutex<std::collections::VecDeque<Finding>>,
     last_poll: Mutex<Instant>,
 }
 
@@ -171,6 +183,8 @@ impl MqttPublisher {
             status: Mutex::new(None),
             status_sent_at: Mutex::new(None),
             limits: Mutex::new(Limits { qos: settings.qos, max_packet_bytes: None }),
+            state: Mutex::new(None),
+            held_findings: Mutex::new(std::collections::VecDeque::new()),
             last_poll: Mutex::new(Instant::now()),
         });
         let events = {
@@ -185,6 +199,21 @@ impl MqttPublisher {
 
     pub fn topics(&self) -> &Topics {
         &self.ctx.topics
+    }
+
+    /// Sends a finding now, or holds it (bounded) for the next connection.
+    fn publish_finding(&self, f: Finding) {
+        let (ctx, shared) = (&*self.ctx, &*self.shared);
+        let mut policy = shared.policy();
+        if policy.send_live(|| send_finding(ctx, shared, &f)) {
+            return;
+        }
+        let mut held = shared.held_findings.lock().unwrap();
+        held.push_back(f);
+        while held.len() > HELD_FINDINGS {
+            let lost = held.pop_front().expect("longer than the bound");
+            log::warn!("finding {:?} of frame {} dropped: the broker has been away too long", lost.event, lost.frame);
+        }
     }
 }
 
@@ -208,6 +237,26 @@ fn send_status(ctx: &Ctx, shared: &Shared, status: &Status) -> bool {
         *shared.status_sent_at.lock().unwrap() = Some(Instant::now());
     }
     sent
+}
+
+/// Publishes the input state retained at QoS 1.
+fn send_state(ctx: &Ctx, shared: &Shared, state: &StateMessage) -> bool {
+    let payload = state.to_json(&ctx.identity).to_string().into_bytes();
+    if !fits(shared.limits(), &ctx.topics.state, &payload) {
+        log::warn!("mqtt: a {}-byte state exceeds the broker's Maximum Packet Size; not sent: raise it", payload.len());
+        return false;
+    }
+    ctx.client.try_publish(&ctx.topics.state, 1, true, payload, None)
+}
+
+/// Publishes a finding, not retained, at the configured QoS (or the server's maximum).
+fn send_finding(ctx: &Ctx, shared: &Shared, finding: &Finding) -> bool {
+    let (limits, payload) = (shared.limits(), finding.to_json(&ctx.identity).to_string().into_bytes());
+    if !fits(limits, &ctx.topics.finding, &payload) {
+        log::warn!("mqtt: a {}-byte finding exceeds the broker's Maximum Packet Size; not sent: raise it", payload.len());
+        return false;
+    }
+    ctx.client.try_publish(&ctx.topics.finding, limits.qos, false, payload, None)
 }
 
 /// The fixed header, topic length, packet id and an empty property length: what a PUBLISH adds to
@@ -255,6 +304,12 @@ impl Publisher for MqttPublisher {
                 shared.policy().push(p);
                 flush(shared, ctx);
             }
+            Outgoing::State(state) => {
+                *shared.state.lock().unwrap() = Some(state.clone());
+                // Not connected: it goes out on the next CONNACK, as the latest state.
+                shared.policy().send_live(|| send_state(ctx, shared, &state));
+            }
+            Outgoing::Finding(f) => self.publish_finding(f),
         }
     }
 
@@ -383,6 +438,7 @@ mod tests {
             captured_at: now,
             inferred_at: now,
             label: "a".into(),
+            uncertain: false,
             probs: vec![("a".into(), 1.0)],
             latency: LatencyMs::default(),
         }

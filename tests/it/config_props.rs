@@ -71,6 +71,15 @@ fn generators() -> Vec<(&'static str, Base, BoxedStrategy<Value>)> {
         ("pipeline.max_fps", Synthetic, float(-1.0, 1100.0)),
         ("pipeline.no_signal_luma", Synthetic, float(-1.0, 300.0)),
         ("pipeline.frozen_mad", Synthetic, float(-1.0, 300.0)),
+        ("pipeline.no_contact_texture", Synthetic, float(-0.1, 1.0)),
+        ("pipeline.state_dwell_frames", Synthetic, int(-1, 2000)),
+        ("pipeline.state_dwell_ms", Synthetic, int(-1, 20_000)),
+        ("pipeline.freeze_min_ms", Synthetic, int(-1, 100_000)),
+        ("pipeline.abstain_min_top", Synthetic, float(-0.5, 1.5)),
+        ("pipeline.abstain_min_margin", Synthetic, float(-0.5, 1.5)),
+        ("pipeline.finding_window_frames", Synthetic, int(-1, 200)),
+        ("pipeline.finding_hold_frames", Synthetic, int(-1, 200)),
+        ("pipeline.publish_predictions", Synthetic, any::<bool>().prop_map(Value::Boolean).boxed()),
         (
             "mqtt.url",
             Synthetic,
@@ -284,12 +293,17 @@ fn the_extremes_of_every_range_together_survive_a_short_daemon_start() {
         ("240", "1000", "[0, 0, 1280, 720]", "[100000, 100000]", "64", "64", "86400", "10000", "65535", "64"),
         ("240", "0", "[0, 0, 7680, 4320]", "[640, 0]", "0", "0", "1", "10000", "65535", "2"),
     ];
-    for (fps, max_fps, roi, origin, luma, mad, stats, queue, keep_alive, threads) in extremes {
+    let signals = [
+        "no_contact_texture = 0\nstate_dwell_frames = 1\nstate_dwell_ms = 0\nfreeze_min_ms = 0\nabstain_min_top = 0\nabstain_min_margin = 0\nfinding_window_frames = 1\nfinding_hold_frames = 1",
+        "no_contact_texture = 0.5\nstate_dwell_frames = 1000\nstate_dwell_ms = 10000\nfreeze_min_ms = 60000\nabstain_min_top = 1\nabstain_min_margin = 1\nfinding_window_frames = 100\nfinding_hold_frames = 100\npublish_predictions = false",
+        "no_contact_texture = 0.06\nstate_dwell_frames = 1\nstate_dwell_ms = 0\nfreeze_min_ms = 0\nabstain_min_top = 1\nabstain_min_margin = 0\nfinding_window_frames = 100\nfinding_hold_frames = 1",
+    ];
+    for ((fps, max_fps, roi, origin, luma, mad, stats, queue, keep_alive, threads), signals) in extremes.into_iter().zip(signals) {
         let text = format!(
             "device_id = \"props\"\n[model]\npath = \"{model}\"\nthreads = {threads}\n\
              [source]\nkind = \"synthetic\"\nseed = 9223372036854775807\nfps = {fps}\nroi = {roi}\n\
              [source.fan]\norigin_px = {origin}\nangles_deg = [-180, 180]\nradius_start_px = 0\nradius_stop_px = 100000\n\
-             [pipeline]\nmax_fps = {max_fps}\nno_signal_luma = {luma}\nfrozen_mad = {mad}\n\
+             [pipeline]\nmax_fps = {max_fps}\nno_signal_luma = {luma}\nfrozen_mad = {mad}\n{signals}\n\
              [mqtt]\nurl = \"mqtt://127.0.0.1:{port}\"\nqos = 2\nstats_interval_s = {stats}\nqueue_capacity = {queue}\nkeep_alive_s = {keep_alive}\n"
         );
         let cfg = Config::parse(&text).unwrap_or_else(|e| panic!("the extremes are accepted: {e}\n{text}"));

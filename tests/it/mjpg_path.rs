@@ -11,10 +11,12 @@ use image::ExtendedColorType;
 use sonoedge::capture::convert::{Converter, Deinterlace};
 use sonoedge::capture::region::Region;
 use sonoedge::capture::{ColorSpace, FieldOrder, Frame, FrameMeta, PixelFormat, Range};
+use sonoedge::clinical::input::Dwell;
+use sonoedge::config::PipelineConfig;
 use sonoedge::pipeline::gate::Gate;
 use sonoedge::pipeline::handoff::{Mailbox, Pool};
 use sonoedge::pipeline::stats::Counters;
-use sonoedge::pipeline::{CaptureStage, SharedState};
+use sonoedge::pipeline::{thresholds, CaptureStage, InputTracker, SharedState};
 
 const W: u32 = 640;
 const H: u32 = 480;
@@ -57,7 +59,9 @@ fn stage() -> CaptureStage {
     CaptureStage {
         region: Region::new(Some(ROI), None),
         converter: Converter::new(Deinterlace::TopField),
-        gate: Gate::new(8.0, 0.5),
+        gate: Gate::new(thresholds(&PipelineConfig::default())),
+        // Live takes effect at the first frame: every decoded frame is accepted.
+        input: InputTracker::new(Dwell { frames: 1, min: Duration::ZERO }, Duration::from_millis(500), None),
         pool: Arc::new(Pool::new(3, (ROI[2] * ROI[3] * 3) as usize)),
         mailbox: Arc::new(Mailbox::default()),
         counters: Arc::new(Counters::default()),
@@ -108,7 +112,7 @@ fn jpeg_frames_go_through_and_broken_ones_are_counted() {
     let mut accepted = 0;
     for (i, (data, source)) in sequence.iter().enumerate() {
         let frame = Frame { meta: meta(i as u64), data };
-        let out = stage.accept(frame, i as u64, Instant::now());
+        let out = stage.accept(frame, i as u64, Instant::now(), true);
         match (out, source) {
             (Some(f), Some(src)) => {
                 assert_eq!((f.width, f.height), (ROI[2], ROI[3]));

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use super::cause::{self, LogLimit};
 use super::wire::{WireConnection, WireError, WireEvent};
-use super::{flush, send_status, Ctx, Limits, Shared};
+use super::{flush, send_finding, send_state, send_status, Ctx, Limits, Shared};
 use crate::publish::policy::Retry;
 use crate::publish::Refusal;
 
@@ -74,7 +74,10 @@ fn on_event(event: WireEvent, shared: &Shared, ctx: &Ctx, log: &mut EventLog) {
 
 fn on_connected(shared: &Shared, ctx: &Ctx, log: &mut EventLog) {
     let status = shared.status.lock().unwrap().clone();
+    let state = shared.state.lock().unwrap().clone();
     let mut policy = shared.policy();
+    // Under the policy's lock, as publish_finding holds them: none is held after this drain.
+    let held: Vec<_> = shared.held_findings.lock().unwrap().drain(..).collect();
     let broker = policy.broker();
     if log.last_broker != Some(broker) || log.loss_logged {
         let under = ctx.topics.status.trim_end_matches("/status");
@@ -84,6 +87,12 @@ fn on_connected(shared: &Shared, ctx: &Ctx, log: &mut EventLog) {
     policy.connected(Instant::now());
     if let Some(status) = status {
         policy.send_live(|| send_status(ctx, shared, &status));
+    }
+    if let Some(state) = state {
+        policy.send_live(|| send_state(ctx, shared, &state));
+    }
+    for f in &held {
+        policy.send_live(|| send_finding(ctx, shared, f));
     }
 }
 
