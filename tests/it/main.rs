@@ -10,6 +10,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod clinical;
 mod config_props;
 mod daemon_mqtt;
 mod demo_model;
