@@ -11,7 +11,9 @@ use serde_json::json;
 
 use super::ModelArgs;
 use sonoedge::capture::region::Region;
-use sonoedge::config::Config;
+use sonoedge::clinical::abstain::Abstention;
+use sonoedge::config::{Config, PipelineConfig};
+use sonoedge::eval::abstention::Selective;
 use sonoedge::eval::card::card_form;
 use sonoedge::eval::ci::Bootstrap;
 use sonoedge::eval::dataset::{self, Dataset};
@@ -82,7 +84,7 @@ pub fn run(args: &EvalArgs, model: &Model, mut region: Region) -> anyhow::Result
             path.display()
         );
     }
-    let mut run = assemble(args, model, set, scores, started.elapsed().as_secs_f64());
+    let mut run = assemble(args, model, set, scores, started.elapsed().as_secs_f64(), abstention(args)?);
     leakage(&mut run, training.as_ref())?;
     print!("{}", run.table());
     if let Some(dir) = &args.out {
@@ -96,7 +98,23 @@ pub fn run(args: &EvalArgs, model: &Model, mut region: Region) -> anyhow::Result
     Ok(())
 }
 
-fn assemble(args: &EvalArgs, model: &Model, set: Dataset, scores: sonoedge::eval::score::Scores, seconds: f64) -> Run {
+/// The daemon's abstention thresholds: those of `--config`, else the defaults.
+fn abstention(args: &EvalArgs) -> anyhow::Result<Abstention> {
+    let pipeline = match &args.config {
+        Some(path) => Config::load(path)?.pipeline,
+        None => PipelineConfig::default(),
+    };
+    Ok(sonoedge::pipeline::abstention(&pipeline))
+}
+
+fn assemble(
+    args: &EvalArgs,
+    model: &Model,
+    set: Dataset,
+    scores: sonoedge::eval::score::Scores,
+    seconds: f64,
+    thresholds: Abstention,
+) -> Run {
     let bootstrap = Bootstrap { resamples: args.resamples as usize, seed: args.seed };
     let samples: Vec<Sample> = scores.scored.iter().map(|(_, s)| s.clone()).collect();
     let labels = model.labels().to_vec();
@@ -114,6 +132,7 @@ fn assemble(args: &EvalArgs, model: &Model, set: Dataset, scores: sonoedge::eval
         seconds,
         duplicates: None,
         training: None,
+        abstention: Selective::of(&samples, thresholds),
     }
 }
 

@@ -3,6 +3,7 @@
 //! [`crate::classify::Classifier`], the daemon's own per-image path, so the figures describe the
 //! model as the daemon runs it.
 
+pub mod abstention;
 pub mod card;
 pub mod ci;
 pub mod dataset;

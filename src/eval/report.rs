@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use serde_json::{json, Map, Value};
 
+use super::abstention::Selective;
 use super::card::CardForm;
 use super::ci::{Bootstrap, Estimate};
 use super::metrics::{Averages, Metrics, Sample, ECE_BINS};
@@ -29,6 +30,8 @@ pub struct Run {
     pub seconds: f64,
     pub duplicates: Option<Duplicates>,
     pub training: Option<Subset>,
+    /// Coverage and accuracy with the daemon's abstention thresholds.
+    pub abstention: Selective,
 }
 
 /// The figures again after removing some images (seen in training, or extra copies).
@@ -62,6 +65,7 @@ impl Run {
         map.insert("card_form".into(), json!(self.card.as_ref().map(card_json)));
         map.insert("duplicates".into(), json!(self.duplicates.as_ref().map(|d| duplicates_json(&self.labels, d))));
         map.insert("training_overlap".into(), json!(self.training.as_ref().map(|t| subset_json(&self.labels, t))));
+        map.insert("abstention".into(), self.abstention.to_json());
         map.insert("predictions".into(), self.predictions_json());
         map.insert("seconds".into(), json!(self.seconds));
         out
@@ -149,6 +153,18 @@ impl Run {
         ] {
             let _ = writeln!(t, "{name:<20} {}", fmt(e));
         }
+        let a = &self.abstention;
+        let _ = writeln!(
+            t,
+            "{:<20} {} ({} of {} labelled; uncertain under top {} or margin {})",
+            "coverage",
+            fmt(&a.coverage),
+            a.labelled,
+            a.n,
+            a.thresholds.min_top,
+            a.thresholds.min_margin
+        );
+        let _ = writeln!(t, "{:<20} {}", "accuracy, labelled", fmt(&a.accuracy));
         self.class_table(&mut t);
         self.confusion_table(&mut t);
         if let Some(c) = &self.card {

@@ -104,6 +104,15 @@ fn eval_scores_an_image_folder_skips_the_mask_and_lists_the_corrupt_file() {
     }
     let preds = r["predictions"].as_array().unwrap();
     assert_eq!(preds.len(), 8);
+    // Coverage with the default abstention thresholds (top >= 0.6, margin >= 0.2), from the probabilities.
+    let clear = |p: &Value| {
+        let mut v: Vec<f64> = p["probs"].as_object().unwrap().values().map(|x| x.as_f64().unwrap()).collect();
+        v.sort_by(|a, b| b.total_cmp(a));
+        v[0] >= 0.6 && v[0] - v[1] >= 0.2
+    };
+    let labelled = preds.iter().filter(|p| clear(p)).count();
+    assert_eq!((r["abstention"]["labelled"].as_u64(), r["abstention"]["n"].as_u64()), (Some(labelled as u64), Some(8)));
+    assert_estimate(&r["abstention"]["coverage"], "abstention.coverage");
     assert!(preds.iter().all(|p| !p["file"].as_str().unwrap().contains("_mask") && p["probs"].as_object().unwrap().len() == 3));
     for f in ["confusion.png", "reliability.png", "roc.png", "report.md"] {
         assert!(dir.join("report").join(f).is_file(), "--out lacks {f}");
