@@ -262,19 +262,20 @@ fn seen_from(messages: &[Msg]) -> Seen {
 fn input_states_and_freezes_follow_the_phantom_replayed_as_pngs_through_the_daemon() {
     let dir = scratch("clinical-replay");
     let frames_dir = dir.join("frames");
-    let count = 24 * 20;
+    let count = 24 * SEGMENT_FRAMES;
     let status = sonoedge()
         .args(["phantom", "--out"])
         .arg(&frames_dir)
-        .args(["--count", &count.to_string(), "--seed", "30", "--segment-frames", "20", "--roi-only"])
+        .args(["--count", &count.to_string(), "--seed", "30", "--segment-frames", &SEGMENT_FRAMES.to_string(), "--roi-only"])
         .status()
         .unwrap();
     assert!(status.success());
     let truth: Vec<Value> =
         std::fs::read_to_string(frames_dir.join("truth.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     let truth: Vec<&str> = truth.iter().map(|t| t["truth"].as_str().unwrap()).collect();
-    let source = format!("[source]\nkind = \"images\"\npath = \"{}\"\nfps = 60\nloop = false", frames_dir.display());
-    // 20 frames at 60 fps: a frozen segment lasts 333 ms, so the shortest freeze that counts is 200 ms.
+    let source = format!("[source]\nkind = \"images\"\npath = \"{}\"\nfps = 30\nloop = false", frames_dir.display());
+    // 12 frames at 30 fps: a segment lasts 400 ms (the default dwell, 250 ms, fits), so the shortest
+    // freeze that counts is 200 ms here.
     let (messages, log) = run_daemon(&dir, "clinical-replay", &source, "freeze_min_ms = 200", "models/demo/int8");
     let seen = seen_from(&messages);
     assert!(!seen.findings.is_empty(), "no findings; log:\n{log}");
