@@ -33,8 +33,9 @@ impl Default for StillLimits {
 /// Why a still image was not decoded; each variant names the file.
 #[derive(Debug, thiserror::Error)]
 pub enum StillError {
+    // The cause is in the message, so not also a `source` (`{:#}` would print it twice).
     #[error("cannot read image {0}: {1}")]
-    Io(PathBuf, #[source] std::io::Error),
+    Io(PathBuf, std::io::Error),
     #[error("image {path} is {width}x{height}, over the {max_width}x{max_height} limit for still images; consider downscaling it")]
     TooLarge { path: PathBuf, width: u32, height: u32, max_width: u32, max_height: u32 },
     #[error(
@@ -44,7 +45,7 @@ pub enum StillError {
     #[error("image {0}: {1:?} pixels are not supported (the reference pipeline would clip them, not scale them); convert the image to 8-bit grey or RGB")]
     Unsupported(PathBuf, ColorType),
     #[error("cannot decode image {0}: {1}")]
-    Decode(PathBuf, #[source] image::ImageError),
+    Decode(PathBuf, image::ImageError),
 }
 
 /// A decoded 8-bit image that owns its pixels.

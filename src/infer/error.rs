@@ -12,8 +12,9 @@ pub enum ModelError {
         list = .1.iter().map(|p| p.file_name().unwrap_or_default().to_string_lossy()).collect::<Vec<_>>().join(", "),
         first = .1[0].display())]
     SeveralOnnx(PathBuf, Vec<PathBuf>),
+    // The cause is in the message, so not also a `source` (`{:#}` would print it twice).
     #[error("cannot read {0}: {1}")]
-    Io(PathBuf, #[source] std::io::Error),
+    Io(PathBuf, std::io::Error),
     #[error("{0} is missing, so the model's {1} is unknown; copy it from the export folder, or give it explicitly (--labels / --preprocessor, or [model] labels / preprocessor in the config)")]
     MissingDescription(PathBuf, &'static str),
     #[error("{0} is not valid JSON: {1}")]

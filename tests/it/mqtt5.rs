@@ -51,7 +51,7 @@ fn on_mqtt5_predictions_the_acl_denies_are_counted_as_refused_not_sent_and_logge
     // Status and stats may be written; predictions only read: mosquitto answers their PUBACKs with
     // reason code 0x87 (not authorized) on MQTT 5, where 3.1.1 gets a plain PUBACK.
     let acl = dir.join("acl");
-    std::fs::write(&acl, "topic readwrite sonoedge/+/status\ntopic readwrite sonoedge/+/stats\ntopic read sonoedge/+/prediction\n")
+    std::fs::write(&acl, "topic readwrite sonoedge/+/status\ntopic readwrite sonoedge/+/stats\ntopic readwrite sonoedge/+/state\ntopic readwrite sonoedge/+/finding\ntopic read sonoedge/+/prediction\n")
         .unwrap();
     let broker = Broker::start(&dir, &format!("acl_file {}", acl.display()));
     let sub = Subscriber::start(broker.port, "sonoedge/v5-acl/#");
