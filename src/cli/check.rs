@@ -13,7 +13,9 @@ use sonoedge::daemon::{build_source, identity, load_model, mqtt_settings, StartE
 use sonoedge::pipeline::stats::{Counters, StatsReporter};
 use sonoedge::publish::mqtt::{connect_options, redact_url};
 use sonoedge::publish::probe::{Attempt, Probe, Verdict, ECHO_WAIT, SMALL_BYTES, STEP_WAIT};
+use sonoedge::publish::signals::{CurrentFinding, Finding, FindingEvent, StateMessage};
 use sonoedge::publish::{Identity, LatencyMs, Prediction, PublishCounters};
+use sonoedge::state::InputState;
 use sonoedge::sysinfo::system_facts;
 
 pub const EXIT_UNAVAILABLE: i32 = 69;
@@ -87,8 +89,8 @@ fn try_brokers(cfg: &Config, id: &Identity, labels: &[String]) -> Result<bool, S
     Ok(all_ok)
 }
 
-/// The bigger of a prediction for this model's labels and a stats message, with every number at its
-/// longest, plus room for topic-length differences: what the probe must match in size.
+/// The biggest of a prediction, a finding and a state for this model's labels and a stats message,
+/// with every number at its longest, plus room for topic-length differences: what the probe must match in size.
 fn largest_message_bytes(id: &Identity, labels: &[String]) -> usize {
     let now = Instant::now();
     let probs = labels.iter().map(|l| (l.clone(), 0.123_456_789_012_345_67)).collect();
@@ -107,9 +109,21 @@ fn largest_message_bytes(id: &Identity, labels: &[String]) -> usize {
         latency,
     };
     let prediction = p.to_json(id, now).to_string().len();
+    let (label, probs) = (p.label.clone(), p.probs.clone());
+    let finding = Finding {
+        event: FindingEvent::Unfreeze, // the longest event name
+        label: Some(label.clone()),
+        probs: Some(probs.clone()),
+        frame: u64::MAX,
+        captured_wall: SystemTime::now(),
+        frames_used: usize::MAX,
+    };
+    let current = Some(CurrentFinding { label, probs, since_frame: u64::MAX });
+    let state = StateMessage { input: InputState::SourceWaiting, frame: u64::MAX, since: SystemTime::now(), finding: current };
+    let signals = finding.to_json(id).to_string().len().max(state.to_json(id).to_string().len());
     let stats = StatsReporter::new().report(&Counters::default(), &PublishCounters::default(), &id.device_id, system_facts());
     // Stats counters are small at start; at u64::MAX each of its ~25 numbers takes up to 19 more digits.
-    prediction.max(stats.to_string().len() + 25 * 19) + 16
+    prediction.max(signals).max(stats.to_string().len() + 25 * 19) + 16
 }
 
 /// What to print for one broker: its reachability, then what delivery did.

@@ -132,7 +132,8 @@ fn refresh_status_if_due(shared: &Shared, ctx: &Ctx) {
 
 fn log_refusal(why: Refusal, prediction: bool, ctx: &Ctx, log: &mut EventLog) {
     let Some(quiet) = log.refusals.admit(why.name(), Instant::now()) else { return };
-    let what = if prediction { "a prediction (counted in stats.refused, not sent again)" } else { "a status, state, finding or stats message" };
+    let what =
+        if prediction { "a prediction (counted in stats.refused, not sent again)" } else { "a status, state, finding or stats message" };
     let quiet = if quiet > 0 { format!(" ({quiet} similar refusals not logged)") } else { String::new() };
     let hint = match why {
         Refusal::NotAuthorized => {
