@@ -112,6 +112,8 @@ struct Shared {
     state: Mutex<Option<StateMessage>>,
     /// Findings made while disconnected, oldest first.
     held_findings: Mutex<std::collections::VecDeque<Finding>>,
+    /// An `online` status waits for the session to prove itself ([`Policy::may_say_online`]).
+    online_held: AtomicBool,
     last_poll: Mutex<Instant>,
 }
 
@@ -185,6 +187,7 @@ impl MqttPublisher {
             limits: Mutex::new(Limits { qos: settings.qos, max_packet_bytes: None }),
             state: Mutex::new(None),
             held_findings: Mutex::new(std::collections::VecDeque::new()),
+            online_held: AtomicBool::new(false),
             last_poll: Mutex::new(Instant::now()),
         });
         let events = {
@@ -221,6 +224,14 @@ impl MqttPublisher {
 fn seed() -> u64 {
     let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_nanos() as u64;
     nanos ^ (std::process::id() as u64) << 32
+}
+
+/// Sends `status` unless it is an `online` one the policy does not allow yet: that one is held,
+/// and sent by the event thread once the session has proved itself.
+fn say_status(ctx: &Ctx, shared: &Shared, policy: &mut Policy<Prediction>, status: &Status) {
+    let early = status.state == DaemonState::Online && !policy.may_say_online(Instant::now());
+    let sent = !early && policy.send_live(|| send_status(ctx, shared, status));
+    shared.online_held.store(!sent && status.state == DaemonState::Online, Ordering::Relaxed);
 }
 
 /// Publishes `status` retained at QoS 1; an `online` one expires on MQTT 5 (see
@@ -290,7 +301,7 @@ impl Publisher for MqttPublisher {
             Outgoing::Status(status) => {
                 *shared.status.lock().unwrap() = Some(status.clone());
                 // Not connected: it goes out on the next CONNACK, as the latest status.
-                shared.policy().send_live(|| send_status(ctx, shared, &status));
+                say_status(ctx, shared, &mut shared.policy(), &status);
             }
             // Stats describe the moment they are made; a stale one is not worth queueing, nor one
             // the server would not take.

@@ -30,6 +30,13 @@
 //!   20 s is far beyond that and beyond the default keep-alive (15 s), so a link that dies at its first
 //!   keep-alive exchange keeps escalating too. Yet after a real working connection, a loss is retried
 //!   after 0.5 s.
+//! - The same 20 s decide when `online` may be said again ([`Policy::may_say_online`]): after
+//!   [`SHORT_SESSIONS_TO_PROVE`] sessions in a row that ended before [`STABLE_AFTER`], the next one
+//!   must itself stay up that long before the status says `online`. Each of those short sessions
+//!   ends with the broker publishing the Last Will `offline`; without the wait the retained status
+//!   would flap online/offline at every reconnect (twins sharing a device_id: 35 changes in 20 s).
+//!   One short session is not enough: a broker killed soon after the cart connected is an ordinary
+//!   failover, and the next broker's `online` goes out at once. Predictions keep flowing meanwhile.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -60,6 +67,8 @@ pub const FIRST_DELAY: Duration = Duration::from_millis(500);
 pub const MAX_DELAY: Duration = Duration::from_secs(8);
 pub const JITTER: f64 = 0.25;
 pub const STABLE_AFTER: Duration = Duration::from_secs(20);
+/// Short sessions in a row after which `online` waits for a session to stay up [`STABLE_AFTER`].
+pub const SHORT_SESSIONS_TO_PROVE: u32 = 2;
 
 /// Tunables of the policy; [`PolicyConfig::new`] gives the production values above.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -130,6 +139,8 @@ pub struct Policy<M> {
     /// The index of the broker URL connected to, or to be tried next.
     broker: usize,
     ever_connected: bool,
+    /// Sessions in a row that ended before `stable_after`.
+    short_sessions: u32,
     backoff: Backoff,
     counters: PublishCounters,
 }
@@ -143,6 +154,7 @@ impl<M> Policy<M> {
             link: Link::Down,
             broker: 0,
             ever_connected: false,
+            short_sessions: 0,
             backoff: Backoff::new(&cfg),
             counters: PublishCounters::default(),
             cfg,
@@ -200,10 +212,24 @@ impl<M> Policy<M> {
         self.link = Link::Down;
         if up_for.is_some_and(|d| d >= self.cfg.stable_after) {
             self.backoff.reset(&self.cfg);
+            self.short_sessions = 0;
+        } else if up_for.is_some() {
+            self.short_sessions = self.short_sessions.saturating_add(1);
         }
         let requeued = self.requeue_unacknowledged();
         self.broker = (self.broker + 1) % self.cfg.brokers;
         Retry { delay: self.backoff.next_delay(&self.cfg), up_for, requeued, broker: self.broker }
+    }
+
+    /// Whether the status may say `online` now: connected, and either fewer than
+    /// [`SHORT_SESSIONS_TO_PROVE`] sessions in a row ended early or this one has been up for
+    /// `stable_after` (see the module's notes).
+    pub fn may_say_online(&self, now: Instant) -> bool {
+        let proving = self.short_sessions >= SHORT_SESSIONS_TO_PROVE;
+        match self.link {
+            Link::Up { since } => !proving || now.saturating_duration_since(since) >= self.cfg.stable_after,
+            Link::Down => false,
+        }
     }
 
     /// Queues a prediction; when the queue is full its oldest entry is dropped and counted.
@@ -403,6 +429,37 @@ mod tests {
         now += STABLE_AFTER;
         assert_eq!(p.connection_error(now).delay, ms(500), "20 s up is stable: start again from 0.5 s");
         assert_eq!(p.connection_error(now).delay, ms(1000));
+    }
+
+    #[test]
+    fn online_waits_for_a_session_to_prove_itself_only_after_a_session_that_ended_early() {
+        let mut p = exact(8);
+        let mut now = Instant::now();
+        assert!(!p.may_say_online(now), "not connected");
+        p.connection_error(now); // failed attempts alone prove nothing either way
+        p.connected(now);
+        assert!(p.may_say_online(now), "the first session says online at once");
+        now += ms(300);
+        p.connection_error(now); // closed right after CONNACK, or a failover
+        p.connected(now);
+        assert!(p.may_say_online(now), "one short session: the next (another broker, maybe) says online at once");
+        now += ms(300);
+        p.connection_error(now); // two in a row: a broker closing sessions on purpose
+        for _ in 0..5 {
+            p.connected(now);
+            assert!(!p.may_say_online(now), "after two short sessions in a row the next must prove itself");
+            now += ms(900);
+            assert!(!p.may_say_online(now));
+            p.connection_error(now);
+            p.connection_error(now); // a failed attempt keeps it proving
+        }
+        p.connected(now);
+        assert!(!p.may_say_online(now + STABLE_AFTER - ms(1)));
+        assert!(p.may_say_online(now + STABLE_AFTER), "20 s up: online");
+        now += STABLE_AFTER + ms(5);
+        p.connection_error(now); // an ordinary outage after a stable session
+        p.connected(now + ms(500));
+        assert!(p.may_say_online(now + ms(500)), "after a stable session online goes out at once");
     }
 
     #[test]

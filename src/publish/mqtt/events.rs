@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use super::cause::{self, LogLimit};
 use super::wire::{WireConnection, WireError, WireEvent};
-use super::{flush, send_finding, send_state, send_status, Ctx, Limits, Shared};
+use super::{flush, say_status, send_finding, send_state, Ctx, Limits, Shared};
 use crate::publish::policy::Retry;
 use crate::publish::Refusal;
 
@@ -48,7 +48,20 @@ pub(super) fn event_loop(mut connection: WireConnection, shared: &Shared, ctx: &
                 }
             }
         }
+        say_held_online_if_due(shared, ctx);
         refresh_status_if_due(shared, ctx);
+    }
+}
+
+/// The `online` held back after a short session, once this session has proved itself.
+fn say_held_online_if_due(shared: &Shared, ctx: &Ctx) {
+    if !shared.online_held.load(Ordering::Relaxed) {
+        return;
+    }
+    let status = shared.status.lock().unwrap().clone();
+    let mut policy = shared.policy();
+    if let Some(status) = status.filter(|_| policy.may_say_online(Instant::now())) {
+        say_status(ctx, shared, &mut policy, &status);
     }
 }
 
@@ -86,7 +99,7 @@ fn on_connected(shared: &Shared, ctx: &Ctx, log: &mut EventLog) {
     log.last_broker = Some(broker);
     policy.connected(Instant::now());
     if let Some(status) = status {
-        policy.send_live(|| send_status(ctx, shared, &status));
+        say_status(ctx, shared, &mut policy, &status);
     }
     if let Some(state) = state {
         policy.send_live(|| send_state(ctx, shared, &state));
@@ -126,7 +139,7 @@ fn refresh_status_if_due(shared: &Shared, ctx: &Ctx) {
     }
     let status = shared.status.lock().unwrap().clone();
     if let Some(status) = status {
-        shared.policy().send_live(|| send_status(ctx, shared, &status));
+        say_status(ctx, shared, &mut shared.policy(), &status);
     }
 }
 
