@@ -1,7 +1,7 @@
 //! The daemon with `mqtt.protocol = "5"` against mosquitto 2 (Debian 12's RabbitMQ and NATS speak
 //! 3.1.1 only): retained status, counts and Last Will as on 3.1.1; a publish the ACL denies is
 //! refused with a reason code, counted as refused and never as sent; the server's Maximum QoS is
-//! honoured and reported once.
+//! honoured and reported once; a dead cart's retained `online` expires when no Last Will can come.
 
 use std::time::Duration;
 
@@ -83,4 +83,38 @@ fn on_mqtt5_the_servers_maximum_qos_is_honoured_and_reported_once_without_a_reco
     assert_eq!((proxy.connections(), stats["reconnects"].as_u64()), (1, Some(0)), "{stats}");
     assert_eq!(log.matches("Maximum QoS is 1").count(), 1, "{log}");
     assert_every_prediction_counted(&stats, &[&sub]);
+}
+
+#[test]
+fn on_mqtt5_a_retained_online_expires_when_neither_a_refresh_nor_the_last_will_can_come() {
+    // A broker restart loses the Last Will of a cart that died meanwhile; a persistent broker
+    // keeps the retained `online` across it. The expiry (4 keep-alives) is what ends it.
+    let dir = scratch("mqtt5-expiry");
+    let db = dir.join("db");
+    std::fs::create_dir_all(&db).unwrap();
+    // Started as root, mosquitto drops to its own user before it writes the database.
+    std::fs::set_permissions(&db, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let persist = format!("persistence true\npersistence_location {}/\nautosave_interval 1", db.display());
+    let mut broker = Broker::start(&dir, &persist);
+    let sub = Subscriber::start(broker.port, "sonoedge/v5-expiry/status");
+    let mut d = Daemon::spawn(&dir, &config(&broker.url(), "v5-expiry", SYNTHETIC, &format!("{V5}\nkeep_alive_s = 5")));
+    let online = sub.wait(Duration::from_secs(30), "/status", |p| p["state"] == "online");
+    assert!(online.is_some(), "log:\n{}", d.log_text());
+    std::thread::sleep(Duration::from_secs(3)); // the broker's autosave writes the retained status
+    broker.kill();
+    let died = std::time::Instant::now();
+    d.signal(SIGKILL);
+    d.wait_exit(Duration::from_secs(5));
+    broker.restart();
+    let retained = |what: &str| {
+        let late = Subscriber::start(broker.port, "sonoedge/v5-expiry/status");
+        let m = late.wait(Duration::from_secs(3), "/status", |_| true);
+        eprintln!("{what} ({:?} after the cart died): {:?}", died.elapsed(), m.as_ref().map(|m| (&m.payload["state"], m.retained)));
+        m.filter(|m| m.retained).map(|m| m.payload["state"].clone())
+    };
+    // The control: without the expiry this `online` would stay for good.
+    assert_eq!(retained("after the broker restart"), Some(serde_json::json!("online")), "the persistent broker kept the status");
+    // Sent at most one refresh (10 s) before the cart died, it expires 20 s after that.
+    std::thread::sleep(Duration::from_secs(22).saturating_sub(died.elapsed()));
+    assert_eq!(retained("after the expiry"), None, "a dead cart's retained online outlived its 20 s expiry");
 }
