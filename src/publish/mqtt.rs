@@ -110,6 +110,8 @@ struct Shared {
     limits: Mutex<Limits>,
     /// The latest input state, republished (retained) on every (re)connect.
     state: Mutex<Option<StateMessage>>,
+    /// When the state last went out with an expiry (MQTT 5), for its refresh.
+    state_sent_at: Mutex<Option<Instant>>,
     /// Findings made while disconnected, oldest first.
     held_findings: Mutex<std::collections::VecDeque<Finding>>,
     /// An `online` status waits for the session to prove itself ([`Policy::may_say_online`]).
@@ -186,6 +188,7 @@ impl MqttPublisher {
             status_sent_at: Mutex::new(None),
             limits: Mutex::new(Limits { qos: settings.qos, max_packet_bytes: None }),
             state: Mutex::new(None),
+            state_sent_at: Mutex::new(None),
             held_findings: Mutex::new(std::collections::VecDeque::new()),
             online_held: AtomicBool::new(false),
             last_poll: Mutex::new(Instant::now()),
@@ -250,14 +253,19 @@ fn send_status(ctx: &Ctx, shared: &Shared, status: &Status) -> bool {
     sent
 }
 
-/// Publishes the input state retained at QoS 1.
+/// Publishes the input state retained at QoS 1, expiring on MQTT 5.
 fn send_state(ctx: &Ctx, shared: &Shared, state: &StateMessage) -> bool {
     let payload = state.to_json(&ctx.identity).to_string().into_bytes();
     if !fits(shared.limits(), &ctx.topics.state, &payload) {
         log::warn!("mqtt: a {}-byte state exceeds the broker's Maximum Packet Size; not sent: raise it", payload.len());
         return false;
     }
-    ctx.client.try_publish(&ctx.topics.state, 1, true, payload, None)
+    // It expires as the `online` status does: a dead cart's last picture must not outlive it.
+    let sent = ctx.client.try_publish(&ctx.topics.state, 1, true, payload, ctx.status_expiry_s);
+    if sent && ctx.status_expiry_s.is_some() {
+        *shared.state_sent_at.lock().unwrap() = Some(Instant::now());
+    }
+    sent
 }
 
 /// Publishes a finding, not retained, at the configured QoS (or the server's maximum).

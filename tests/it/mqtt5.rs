@@ -96,25 +96,31 @@ fn on_mqtt5_a_retained_online_expires_when_neither_a_refresh_nor_the_last_will_c
     std::fs::set_permissions(&db, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
     let persist = format!("persistence true\npersistence_location {}/\nautosave_interval 1", db.display());
     let mut broker = Broker::start(&dir, &persist);
-    let sub = Subscriber::start(broker.port, "sonoedge/v5-expiry/status");
+    let sub = Subscriber::start(broker.port, "sonoedge/v5-expiry/#");
     let mut d = Daemon::spawn(&dir, &config(&broker.url(), "v5-expiry", SYNTHETIC, &format!("{V5}\nkeep_alive_s = 5")));
     let online = sub.wait(Duration::from_secs(30), "/status", |p| p["state"] == "online");
-    assert!(online.is_some(), "log:\n{}", d.log_text());
+    assert!(online.is_some() && sub.wait(Duration::from_secs(30), "/state", |_| true).is_some(), "log:\n{}", d.log_text());
     std::thread::sleep(Duration::from_secs(3)); // the broker's autosave writes the retained status
     broker.kill();
     let died = std::time::Instant::now();
     d.signal(SIGKILL);
     d.wait_exit(Duration::from_secs(5));
     broker.restart();
+    // The retained status' `state` and the retained input state's `input`, if any.
     let retained = |what: &str| {
-        let late = Subscriber::start(broker.port, "sonoedge/v5-expiry/status");
-        let m = late.wait(Duration::from_secs(3), "/status", |_| true);
-        eprintln!("{what} ({:?} after the cart died): {:?}", died.elapsed(), m.as_ref().map(|m| (&m.payload["state"], m.retained)));
-        m.filter(|m| m.retained).map(|m| m.payload["state"].clone())
+        let late = Subscriber::start(broker.port, "sonoedge/v5-expiry/#");
+        std::thread::sleep(Duration::from_secs(3));
+        let kept: Vec<_> = late.all().into_iter().filter(|m| m.retained).collect();
+        let field = |leaf: &str, key: &str| kept.iter().find(|m| m.topic.ends_with(leaf)).map(|m| m.payload[key].clone());
+        let (status, input) = (field("/status", "state"), field("/state", "input"));
+        eprintln!("{what} ({:?} after the cart died): status {status:?}, state {input:?}", died.elapsed());
+        (status, input)
     };
-    // The control: without the expiry this `online` would stay for good.
-    assert_eq!(retained("after the broker restart"), Some(serde_json::json!("online")), "the persistent broker kept the status");
-    // Sent at most one refresh (10 s) before the cart died, it expires 20 s after that.
+    // The control: without the expiry these would stay for good.
+    let (status, input) = retained("after the broker restart");
+    assert_eq!(status, Some(serde_json::json!("online")), "the persistent broker kept the status");
+    assert!(input.is_some(), "the persistent broker kept the input state");
+    // Sent at most one refresh (10 s) before the cart died, each expires 20 s after that.
     std::thread::sleep(Duration::from_secs(22).saturating_sub(died.elapsed()));
-    assert_eq!(retained("after the expiry"), None, "a dead cart's retained online outlived its 20 s expiry");
+    assert_eq!(retained("after the expiry"), (None, None), "a dead cart's retained online or input state outlived its 20 s expiry");
 }

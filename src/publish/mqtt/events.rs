@@ -130,16 +130,23 @@ fn apply_limits(shared: &Shared, ctx: &Ctx, max_qos: Option<u8>, max_packet_byte
     }
 }
 
-/// MQTT 5: publishes the `online` status again once half its expiry has passed.
+/// MQTT 5: publishes the `online` status and the input state again once half their expiry has passed.
 fn refresh_status_if_due(shared: &Shared, ctx: &Ctx) {
     let Some(expiry_s) = ctx.status_expiry_s else { return };
-    let due = shared.status_sent_at.lock().unwrap().is_some_and(|at| at.elapsed() >= Duration::from_secs(expiry_s.into()) / 2);
-    if !due {
-        return;
+    let due = |sent_at: &std::sync::Mutex<Option<Instant>>| {
+        sent_at.lock().unwrap().is_some_and(|at| at.elapsed() >= Duration::from_secs(expiry_s.into()) / 2)
+    };
+    if due(&shared.status_sent_at) {
+        let status = shared.status.lock().unwrap().clone();
+        if let Some(status) = status {
+            say_status(ctx, shared, &mut shared.policy(), &status);
+        }
     }
-    let status = shared.status.lock().unwrap().clone();
-    if let Some(status) = status {
-        say_status(ctx, shared, &mut shared.policy(), &status);
+    if due(&shared.state_sent_at) {
+        let state = shared.state.lock().unwrap().clone();
+        if let Some(state) = state {
+            shared.policy().send_live(|| send_state(ctx, shared, &state));
+        }
     }
 }
 
