@@ -18,6 +18,7 @@ mod eval_cli;
 mod fuzz_corpus;
 mod golden;
 mod interop;
+mod live_view;
 mod mjpg_path;
 mod model_contract;
 mod mqtt5;
