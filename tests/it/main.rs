@@ -15,6 +15,7 @@ mod config_props;
 mod daemon_mqtt;
 mod demo_model;
 mod eval_cli;
+mod fleet_doc;
 mod fuzz_corpus;
 mod golden;
 mod interop;
