@@ -222,7 +222,7 @@ interop_tests() {
 
 # The live view (view/index.html) in headless Chromium against mosquitto's websockets listener and the
 # daemon (tests/it/live_view.rs: ignored by the plain runs, x86-64 only: the browser is native).
-# Measured 2026-12-02: ~40 s (the test waits for a freeze of the synthetic source).
+# Measured 2026-12-02: ~45 s (most of it waits for the synthetic source's first freeze).
 live_view_tests() {
     run_tests live-view cargo test --locked --test it live_view:: -- --ignored --nocapture
 }

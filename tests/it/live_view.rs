@@ -1,8 +1,9 @@
 //! The live view (view/index.html with its bundled view.js) in a real headless Chromium, driven over
 //! the DevTools protocol on a pipe, against mosquitto's websockets listener and the daemon on the
 //! synthetic source: the page shows the test's device_id, an input state change, a finding and a
-//! freeze captured after the test started, and the cart marked stale (the Last Will `offline`) once the daemon is
-//! SIGKILLed. Screenshots go to the test's scratch dir (paths printed).
+//! freeze captured after the test started, the cart marked stale once it goes quiet (SIGSTOP: its
+//! connection stays open, keep-alive 30 s) and offline (its Last Will) once the daemon is SIGKILLed.
+//! Screenshots go to the test's scratch dir (paths printed).
 //!
 //! Ignored by a plain `cargo test` (it needs Chromium, and would run once more per ARM target):
 //! tests/run-all.sh's live-view stage installs Chromium and runs it with `--ignored`.
@@ -22,6 +23,7 @@ use super::daemon_mqtt::{config, SYNTHETIC};
 use crate::common::*;
 
 const SIGKILL: i32 = 9;
+const SIGSTOP: i32 = 19;
 /// Upper bounds on a loaded 2-core machine; each is polled, never slept.
 const APPEAR: Duration = Duration::from_secs(90);
 const EVENTS: Duration = Duration::from_secs(90);
@@ -37,7 +39,7 @@ fn the_live_view_shows_the_cart_a_state_change_a_new_finding_and_marks_it_stale_
     let device = format!("view-{}", std::process::id());
     let mut browser = Browser::launch(&dir, &page_url(ws));
     let started = browser.eval("new Date().toISOString()").as_str().unwrap().to_string();
-    let mut d = Daemon::spawn(&dir, &config(&broker.url(), &device, SYNTHETIC, "keep_alive_s = 5"));
+    let mut d = Daemon::spawn(&dir, &config(&broker.url(), &device, SYNTHETIC, "keep_alive_s = 30"));
     let log = |d: &Daemon| format!("daemon log:\n{}\nchromium log: {}", d.log_text(), dir.join("chromium.log").display());
 
     let cart = browser.wait_cart(&device, APPEAR, |c| !c.is_null());
@@ -58,15 +60,22 @@ fn the_live_view_shows_the_cart_a_state_change_a_new_finding_and_marks_it_stale_
     eprintln!("live view, live: {found}");
     let live_png = browser.screenshot(&dir.join("live-view-live.png"));
 
+    // Frozen, its connection open (keep-alive 30 s: no Last Will yet): stale because it went quiet.
+    d.signal(SIGSTOP);
+    let quiet = browser.wait_cart(&device, STALE, |c| c["health"] == "stale");
+    assert_eq!(quiet["health"], "stale", "a cart gone quiet (SIGSTOP) was not marked stale: {quiet}");
+    eprintln!("live view, quiet after SIGSTOP: {quiet}");
+    let quiet_png = browser.screenshot(&dir.join("live-view-quiet.png"));
     d.signal(SIGKILL);
     d.wait_exit(Duration::from_secs(10));
-    let stale = browser.wait_cart(&device, STALE, |c| c["stale"] == true);
-    assert_eq!(stale["stale"], true, "the cart was not marked stale after SIGKILL: {stale}");
+    let stale = browser.wait_cart(&device, STALE, |c| c["health"] == "offline");
+    assert_eq!(stale["health"], "offline", "the cart was not marked offline (its Last Will) after SIGKILL: {stale}");
+    assert_eq!(stale["stale"], true, "an offline cart not marked stale: {stale}");
     let badge = browser.eval(&format!("document.querySelector('article[data-device=\"{device}\"] .badge').textContent"));
     assert!(badge.as_str().is_some_and(|b| b.contains("OFFLINE") || b.contains("STALE")), "badge {badge}");
     eprintln!("live view, after SIGKILL: {stale} (badge {badge})");
     let stale_png = browser.screenshot(&dir.join("live-view-stale.png"));
-    eprintln!("screenshots: {} {}", live_png.display(), stale_png.display());
+    eprintln!("screenshots: {} {} {}", live_png.display(), quiet_png.display(), stale_png.display());
     eprintln!("live view test took {:.1} s", t0.elapsed().as_secs_f64());
 }
 
