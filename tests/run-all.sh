@@ -13,7 +13,7 @@
 # deps), x86-64 build 1097 s, x86-64 tests 465 s, release build 2088 s, front door 13 s, aarch64
 # build 1954 s; the run was stopped there. A cold run alone was 64 min up to the VMs on an earlier
 # layout. Stage budgets every new test must fit in: lint <= 5 min cold, release build <= 12 min
-# cold alone, interop <= 2 min, each ARM test run <= 8 min, VMs <= 6 min (the VM scenario grew by
+# cold alone, interop <= 2 min, live-view <= 2 min, each ARM test run <= 8 min, VMs <= 6 min (the VM scenario grew by
 # the HDMI signal modes and a 2 fps stream: the x86-64 guest took 146 s, before 10 s of dropped
 # buffers were added);
 # hardening, capture, clinical, eval and fleet tests get <= 3 min of x86-64 test time together
@@ -75,6 +75,7 @@ setup_full() {
     [ -e /usr/aarch64-linux-gnu/lib/libc.so.6 ] || need+=(libc6-arm64-cross)
     [ -e /usr/arm-linux-gnueabihf/lib/libc.so.6 ] || need+=(libc6-armhf-cross)
     command -v readelf >/dev/null || need+=(binutils)
+    command -v chromium >/dev/null || need+=(chromium)   # the live-view stage's browser
     apt_install "${need[@]}"
     command -v cargo-zigbuild >/dev/null && python3 -m ziglang version >/dev/null 2>&1 ||
         python3 -m pip install -q --disable-pip-version-check "ziglang==$ZIGLANG_VERSION" "cargo-zigbuild==$ZIGBUILD_VERSION"
@@ -219,6 +220,13 @@ interop_tests() {
     grep '^MATRIX' "$logs/interop.log" || true
 }
 
+# The live view (view/index.html) in headless Chromium against mosquitto's websockets listener and the
+# daemon (tests/it/live_view.rs: ignored by the plain runs, x86-64 only: the browser is native).
+# Measured 2026-12-02: ~45 s (most of it waits for the synthetic source's first freeze).
+live_view_tests() {
+    run_tests live-view cargo test --locked --test it live_view:: -- --ignored --nocapture
+}
+
 vm_tests() {
     SONOEDGE_VM_ARCH=x86_64 run_tests vm-x86_64 cargo test --locked --test vivid_vm -- --ignored --nocapture
     SONOEDGE_VM_ARCH=aarch64 SONOEDGE_VM_BIN_DIR=$CARGO_TARGET_DIR/aarch64-unknown-linux-gnu/debug \
@@ -243,6 +251,7 @@ if $quick; then
 fi
 stage setup-full setup_full
 stage interop interop_tests
+stage live-view live_view_tests
 for target in "${ARM_TARGETS[@]}"; do
     stage "build-${target%%-*}" cargo-zigbuild test --workspace --all-targets --no-run --locked --target "$(zig_target "$target")"
 done
@@ -262,7 +271,7 @@ stage deb tests/deb/check.sh
 stage vm-vivid vm_tests
 
 echo "=== all stages passed in $((SECONDS - started)) s"
-for name in x86_64 interop aarch64-a72 aarch64-a76 armv7 vm-x86_64 vm-aarch64; do summary "$name"; done
+for name in x86_64 interop live-view aarch64-a72 aarch64-a76 armv7 vm-x86_64 vm-aarch64; do summary "$name"; done
 # The closing line, over every run above.
 cat "$logs"/*.list | awk '{ if ($2 == "ok") p++; else if ($2 == "ignored") s++; else f++ }
     END { printf "tests: %d passed, %d failed, %d skipped\n", p, f, s }'
