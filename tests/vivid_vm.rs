@@ -1,7 +1,8 @@
 //! System test against the REAL kernel V4L2 driver: a stock Debian kernel boots under qemu with
 //! the in-tree `vivid` driver, sonoedge runs inside the VM against /dev/video0 (YUYV, NV12, GREY,
 //! RGB3 at 1280x720; an HDMI input losing its signal three ways, then changing its timings; a
-//! 2 fps stream for 60 s; then a Disconnect mid-stream) and publishes to mosquitto on this host.
+//! 2 fps stream for 60 s; then a Disconnect mid-stream; then repeated Disconnects with a slow model)
+//! and publishes to mosquitto on this host.
 //!
 //! Needs qemu-system and the kernel cache of tests/vm/setup.sh, so it is ignored by a plain
 //! `cargo test`; tests/run-all.sh runs it with `--ignored` after setting that up.
@@ -52,6 +53,10 @@ fn guest_binaries() -> (PathBuf, PathBuf) {
 /// A 2 fps stream: a buffer every 500 ms, longer than the daemon's 200 ms wait for one.
 const SLOW_FPS: u32 = 2;
 const SLOW_RUN_S: u32 = 60;
+/// Disconnects pressed while a slow model (models/slow: ~2.6 s an inference in the VM, longer than
+/// the ~1-2 s reopen) is inferring; seconds between them.
+const SLOW_DISCONNECTS: u32 = 3;
+const SLOW_DISCONNECT_EVERY_S: u32 = 10;
 
 fn config(device_id: &str, format: &str, fps: u32, port: u16) -> String {
     format!(
@@ -82,7 +87,11 @@ fn scenario() -> String {
         "./sonoedge run --config disc.toml & pid=$!\nsleep 8\n./v4l2_ctl /dev/video0 {VIVID_DISCONNECT}\n\
         sleep 20\nkill -TERM $pid\nwait $pid\necho \"EXIT disc $?\"\n"
     );
-    s
+    s += "echo DISC-SLOW-BEGIN\n./sonoedge run --config disc-slow.toml & pid=$!\nsleep 16\n";
+    for _ in 0..SLOW_DISCONNECTS {
+        s += &format!("./v4l2_ctl /dev/video0 {VIVID_DISCONNECT}\nsleep {SLOW_DISCONNECT_EVERY_S}\n");
+    }
+    s + "kill -TERM $pid\nwait $pid\necho \"EXIT disc-slow $?\"\n"
 }
 
 /// The HDMI input through its signal modes, then a switch to other timings (a size change).
@@ -104,8 +113,10 @@ fn payload(dir: &Path, port: u16) -> PathBuf {
     let (bin, ctl) = guest_binaries();
     std::fs::copy(&bin, p.join("sonoedge")).unwrap_or_else(|e| panic!("{}: {e}", bin.display()));
     std::fs::copy(&ctl, p.join("v4l2_ctl")).unwrap_or_else(|e| panic!("{}: {e}", ctl.display()));
+    std::fs::create_dir_all(p.join("slow")).unwrap();
     for f in ["model.onnx", "config.json", "preprocessor_config.json"] {
         std::fs::copy(repo("models/tiny-random/fp32").join(f), p.join("model").join(f)).unwrap();
+        std::fs::copy(repo("models/slow").join(f), p.join("slow").join(f)).unwrap();
     }
     for f in FORMATS {
         std::fs::write(p.join(format!("{}.toml", f.to_lowercase())), config(&format!("vm-{}", f.to_lowercase()), f, 30, port)).unwrap();
@@ -114,6 +125,8 @@ fn payload(dir: &Path, port: u16) -> PathBuf {
     std::fs::write(p.join("drop.toml"), config("vm-drop", "YUYV", 30, port)).unwrap();
     std::fs::write(p.join("slow.toml"), config("vm-slow", "YUYV", SLOW_FPS, port)).unwrap();
     std::fs::write(p.join("disc.toml"), config("vm-disc", "YUYV", 30, port)).unwrap();
+    let slow_model = config("vm-disc-slow", "YUYV", 30, port).replace("path = \"model\"", "path = \"slow\"");
+    std::fs::write(p.join("disc-slow.toml"), slow_model).unwrap();
     std::fs::write(p.join("scenario.sh"), scenario()).unwrap();
     p
 }
@@ -162,6 +175,7 @@ fn vivid_formats_and_disconnect_in_a_vm() {
     check_dropped_buffers(&sub, &console);
     check_slow_stream(&sub, &console);
     check_disconnect(&sub, &console);
+    check_disconnects_with_a_slow_model(&sub, &console);
 }
 
 /// The driver's "no signal" is published and stops predictions even though vivid keeps
@@ -303,4 +317,40 @@ fn check_disconnect(sub: &Subscriber, console: &str) {
     instances.dedup();
     assert!(instances.len() == 1, "one daemon process throughout, but status named instances {instances:?}");
     assert!(console.contains("EXIT disc 0"), "the daemon did not exit 0 after recovering");
+}
+
+/// Disconnects while a result is still in inference: each loss withholds what was captured before
+/// it (counted as `source_lost`), and no prediction published after the input state said
+/// `source_waiting` was captured before that moment (timestamps of the guest's one clock).
+fn check_disconnects_with_a_slow_model(sub: &Subscriber, console: &str) {
+    let msgs = device_msgs(sub, "vm-disc-slow");
+    let losses: Vec<(usize, &str)> = msgs
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| m.topic.ends_with("/state") && m.payload["input"] == "source_waiting")
+        .filter_map(|(i, m)| m.payload["since"].as_str().map(|s| (i, s)))
+        .collect();
+    let predictions = msgs.iter().filter(|m| is_prediction(m)).count();
+    let stats = msgs.iter().rev().find(|m| m.topic.ends_with("/stats")).expect("stats from the slow-model run");
+    let withheld = stats.payload["dropped"]["source_lost"].as_u64().unwrap_or(0);
+    println!(
+        "slow model, {SLOW_DISCONNECTS} Disconnects: {} losses, {predictions} predictions, {withheld} results withheld as stale",
+        losses.len()
+    );
+    assert!(losses.len() >= SLOW_DISCONNECTS as usize, "want a source_waiting state per Disconnect; console:\n{console}");
+    for &(at, since) in &losses {
+        // RFC 3339 UTC with milliseconds: the strings order as the instants do.
+        let stale: Vec<&str> = msgs[at..]
+            .iter()
+            .filter(|m| is_prediction(m))
+            .filter_map(|m| m.payload["captured_at"].as_str())
+            .filter(|c| *c < since)
+            .collect();
+        assert!(stale.is_empty(), "predictions captured before the loss at {since} published after it: {stale:?}");
+    }
+    let after_last = msgs[losses.last().unwrap().0..].iter().filter(|m| is_prediction(m)).count();
+    assert!(after_last >= 1, "no prediction after the last Disconnect; console:\n{console}");
+    // A result in flight at each loss: withheld, never published (the case this run exists for).
+    assert!(withheld >= 1, "no result was in inference at any Disconnect: the model is not slow enough here");
+    assert!(console.contains("EXIT disc-slow 0"), "the daemon did not exit 0 after the Disconnects");
 }
