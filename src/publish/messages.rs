@@ -91,6 +91,10 @@ pub struct Status {
     /// Why predictions are (not) being published.
     pub gate: Gate,
     pub detail: Option<String>,
+    /// Why the last broker connection ended, as the log named it (the MQTT 5 DISCONNECT reason
+    /// where the broker gave one); set by the MQTT client on the statuses after a loss.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_disconnect: Option<String>,
     pub model_sha256: String,
     pub preprocess_digest: String,
     /// This daemon process (pid and start time): a subscriber sees a restart as a new value.
@@ -123,6 +127,7 @@ impl Status {
             source_state: SourceState::Starting,
             gate: Gate::Starting,
             detail: None,
+            last_disconnect: None,
             model_sha256: id.model_sha256.clone(),
             preprocess_digest: id.preprocess_digest.clone(),
             instance: process_identity().0,

@@ -116,6 +116,8 @@ struct Shared {
     held_findings: Mutex<std::collections::VecDeque<Finding>>,
     /// An `online` status waits for the session to prove itself ([`Policy::may_say_online`]).
     online_held: AtomicBool,
+    /// Why the last session ended, put on every status sent after it.
+    last_disconnect: Mutex<Option<String>>,
     last_poll: Mutex<Instant>,
 }
 
@@ -191,6 +193,7 @@ impl MqttPublisher {
             state_sent_at: Mutex::new(None),
             held_findings: Mutex::new(std::collections::VecDeque::new()),
             online_held: AtomicBool::new(false),
+            last_disconnect: Mutex::new(None),
             last_poll: Mutex::new(Instant::now()),
         });
         let events = {
@@ -240,7 +243,9 @@ fn say_status(ctx: &Ctx, shared: &Shared, policy: &mut Policy<Prediction>, statu
 /// Publishes `status` retained at QoS 1; an `online` one expires on MQTT 5 (see
 /// [`STATUS_EXPIRY_KEEP_ALIVES`]), the final ones (`stopped`) do not.
 fn send_status(ctx: &Ctx, shared: &Shared, status: &Status) -> bool {
-    let payload = serde_json::to_vec(status).expect("status serializes");
+    let mut status = status.clone();
+    status.last_disconnect = shared.last_disconnect.lock().unwrap().clone();
+    let payload = serde_json::to_vec(&status).expect("status serializes");
     if !fits(shared.limits(), &ctx.topics.status, &payload) {
         log::warn!("mqtt: a {}-byte status exceeds the broker's Maximum Packet Size; not sent: raise it", payload.len());
         return false;

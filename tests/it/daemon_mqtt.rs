@@ -91,6 +91,10 @@ fn a_broker_restart_is_survived_and_every_missing_frame_is_a_counted_drop() {
     d.signal(SIGTERM);
     assert_eq!(d.wait_exit(Duration::from_secs(15)), Some(0));
     let last_stats = sub.wait(Duration::from_secs(5), "/stats", |p| p["reconnects"].as_u64() >= Some(1)).expect("stats after reconnect");
+    // The status after the reconnect says why the session ended.
+    let after = sub.on("/status").into_iter().find(|m| m.payload["last_disconnect"].as_str().is_some_and(|r| r.contains("connection")));
+    let statuses: Vec<_> = sub.on("/status").iter().map(|m| (m.payload["state"].clone(), m.payload["last_disconnect"].clone())).collect();
+    assert!(after.is_some_and(|m| m.payload["state"] != "offline"), "no status after the restart named the loss: {statuses:?}");
     let frames: BTreeSet<u64> = sub.on("/prediction").iter().map(|m| m.payload["frame"].as_u64().unwrap()).collect();
     let stats = sub.on("/stats").last().unwrap().payload.clone();
     assert_schema("stats.v1.schema.json", &stats);

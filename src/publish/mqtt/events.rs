@@ -192,6 +192,10 @@ fn on_connection_error(e: &WireError, connection: &mut WireConnection, shared: &
 fn log_loss(e: &WireError, retry: &Retry, shared: &Shared, ctx: &Ctx, failed: usize, log: &mut EventLog) {
     let stable = shared.policy().config().stable_after;
     let cause = cause::explain(e, retry.up_for, stable, ctx.qos);
+    // Only a lost session is a disconnect; failed attempts keep the reason of the last loss.
+    if retry.up_for.is_some() {
+        *shared.last_disconnect.lock().unwrap() = Some(cause.text.clone());
+    }
     log.loss_logged = false;
     let Some(quiet) = log.limit.admit(cause.kind, Instant::now()) else { return };
     log.loss_logged = true;
