@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 
 use super::stats::{Counters, StatsReporter};
 use super::status::{Facts, Heartbeats, SharedState, Thread};
-use super::Event;
+use super::{Event, Purpose};
 use crate::clinical::Clinic;
 use crate::publish::{Identity, Outgoing, Prediction, Publisher, Status};
-use crate::state::{DaemonState, Gate};
+use crate::state::{DaemonState, Gate, SourceState};
 
 pub(super) struct PublishLoop {
     pub publisher: Box<dyn Publisher>,
@@ -47,10 +47,10 @@ impl PublishLoop {
             match self.rx.recv_timeout(Duration::from_millis(100)) {
                 Ok(Event::Inferred(p, purpose)) => {
                     // The status goes out first; a result from before a loss or a size change is
-                    // stale, and so is one that finished after the input stopped being classified
-                    // (no signal, ROI mismatch): nothing is published after status said so.
+                    // stale, and so is a live one that finished after the input stopped being
+                    // classified (no signal, ROI mismatch): no live prediction after status said so.
                     published = self.publish_status_if_changed(published);
-                    if p.generation == self.state.generation() && self.state.accepts_results() {
+                    if p.generation == self.state.generation() && self.still_wanted(purpose) {
                         let signals = self.clinic.on_prediction(&p, purpose);
                         self.publish_prediction(p);
                         signals.into_iter().for_each(|m| self.publisher.publish(m));
@@ -73,6 +73,16 @@ impl PublishLoop {
             }
         }
         self.finish(&mut reporter);
+    }
+
+    /// Whether a result of this stream is still published. A freeze's image is inferred once, when
+    /// the freeze has lasted `freeze_min_ms`; its finding (and its unfreeze, held until then) goes out
+    /// even if the input moved on meanwhile (it names the frozen frame), unless the source is lost.
+    fn still_wanted(&self, purpose: Purpose) -> bool {
+        match purpose {
+            Purpose::Freeze(_) => self.state.source() != SourceState::Waiting,
+            Purpose::Live { .. } => self.state.accepts_results(),
+        }
     }
 
     /// The raw prediction, unless the config turned the per-frame stream off.

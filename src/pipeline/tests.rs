@@ -326,6 +326,29 @@ fn a_result_that_finishes_after_status_said_no_signal_is_withheld() {
     assert_eq!(counters.dropped_source_lost.load(Relaxed), 1);
 }
 
+#[test]
+fn a_freeze_result_that_finishes_after_the_input_moved_on_is_still_its_finding_but_a_live_one_is_withheld() {
+    let rec = RecordingPublisher::default();
+    let (counters, state) = (Arc::new(Counters::default()), Arc::new(SharedState::default()));
+    let (tx, rx) = sync_channel(8);
+    let publish = publish_loop(&rec, rx, &counters, &state);
+    // The probe was lifted while the frozen image was in inference.
+    state.set(SourceState::Streaming, GateState::NoContact, None);
+    let thread = std::thread::spawn(move || publish.run());
+    let frozen = crate::clinical::input::FrozenImage { stretch: 3, frame: 1, wall: std::time::SystemTime::now() };
+    tx.send(Event::Inferred(prediction(1, 0), Purpose::Freeze(frozen))).unwrap();
+    tx.send(Event::Inferred(prediction(2, 0), Purpose::Live { stretch: 4 })).unwrap();
+    drop(tx);
+    thread.join().unwrap();
+    let messages = rec.messages.lock().unwrap();
+    let freezes: Vec<u64> = messages.iter().filter_map(|m| if let Outgoing::Finding(f) = m { Some(f.frame) } else { None }).collect();
+    assert_eq!(freezes, [1], "the freeze finding names the frozen frame");
+    let predictions: Vec<u64> =
+        messages.iter().filter_map(|m| if let Outgoing::Prediction(p) = m { Some(p.frame) } else { None }).collect();
+    assert_eq!(predictions, [1], "the live result under no_contact is withheld");
+    assert_eq!(counters.dropped_source_lost.load(Relaxed), 1);
+}
+
 /// The phantom (unpaced, so every call gives a frame) as a grabber with faults: frame 3 never
 /// arrives (a gap in the driver's sequence), frames 5 and 6 arrive flagged as damaged.
 struct FaultyGrabber(SyntheticSource, u64);
