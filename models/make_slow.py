@@ -9,16 +9,16 @@ labels are those of the target model. Needs only the `onnx` and `numpy` packages
 
     python3 -m pip install onnx==1.23.2 numpy && python3 models/make_slow.py
 """
-import json
 import os
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from make_tint import write_folder
+
 LAYERS = 10
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "slow")
-LABELS = ["benign", "malignant", "normal"]
 
 
 def model():
@@ -53,18 +53,7 @@ def model():
 
 
 def main():
-    os.makedirs(OUT, exist_ok=True)
-    onnx.save(model(), os.path.join(OUT, "model.onnx"))
-    config = {"architectures": ["ViTForImageClassification"], "model_type": "vit", "image_size": 224,
-              "id2label": {str(i): l for i, l in enumerate(LABELS)}, "label2id": {l: i for i, l in enumerate(LABELS)}}
-    pre = {"do_normalize": True, "do_rescale": True, "do_resize": True, "image_mean": [0.5, 0.5, 0.5],
-           "image_processor_type": "ViTImageProcessor", "image_std": [0.5, 0.5, 0.5], "resample": 2,
-           "rescale_factor": 0.00392156862745098, "size": {"height": 224, "width": 224}}
-    for name, doc in [("config.json", config), ("preprocessor_config.json", pre)]:
-        with open(os.path.join(OUT, name), "w") as f:
-            json.dump(doc, f, indent=2)
-            f.write("\n")
-
+    write_folder(OUT, model())
 
 if __name__ == "__main__":
     main()

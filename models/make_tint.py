@@ -35,18 +35,24 @@ def model():
     return m
 
 
-def main():
-    os.makedirs(OUT, exist_ok=True)
-    onnx.save(model(), os.path.join(OUT, "model.onnx"))
+def write_folder(out, m):
+    """Writes `m` as `out`/model.onnx with the config.json and preprocessor_config.json of an
+    optimum export of the target model (its labels, ViTImageProcessor's numbers)."""
+    os.makedirs(out, exist_ok=True)
+    onnx.save(m, os.path.join(out, "model.onnx"))
     config = {"architectures": ["ViTForImageClassification"], "model_type": "vit", "image_size": 224,
               "id2label": {str(i): l for i, l in enumerate(LABELS)}, "label2id": {l: i for i, l in enumerate(LABELS)}}
     pre = {"do_normalize": True, "do_rescale": True, "do_resize": True, "image_mean": [0.5, 0.5, 0.5],
            "image_processor_type": "ViTImageProcessor", "image_std": [0.5, 0.5, 0.5], "resample": 2,
            "rescale_factor": 0.00392156862745098, "size": {"height": 224, "width": 224}}
     for name, doc in [("config.json", config), ("preprocessor_config.json", pre)]:
-        with open(os.path.join(OUT, name), "w") as f:
+        with open(os.path.join(out, name), "w") as f:
             json.dump(doc, f, indent=2)
             f.write("\n")
+
+
+def main():
+    write_folder(OUT, model())
 
 
 if __name__ == "__main__":
