@@ -11,10 +11,11 @@ use sonoedge::capture::convert::Roi;
 use sonoedge::config::Config;
 use sonoedge::daemon::{build_source, identity, load_model, mqtt_settings, StartError};
 use sonoedge::pipeline::stats::{Counters, StatsReporter};
-use sonoedge::publish::mqtt::{connect_options, redact_url};
+use sonoedge::publish::mqtt::wire::Protocol;
+use sonoedge::publish::mqtt::{probe_options, redact_url};
 use sonoedge::publish::probe::{Attempt, Probe, Verdict, ECHO_WAIT, SMALL_BYTES, STEP_WAIT};
 use sonoedge::publish::signals::{CurrentFinding, Finding, FindingEvent, StateMessage};
-use sonoedge::publish::{Identity, LatencyMs, Prediction, PublishCounters};
+use sonoedge::publish::{Identity, LatencyMs, Prediction, PublishCounters, Refusal};
 use sonoedge::state::InputState;
 use sonoedge::sysinfo::system_facts;
 
@@ -74,14 +75,15 @@ fn try_brokers(cfg: &Config, id: &Identity, labels: &[String]) -> Result<bool, S
     let settings = mqtt_settings(&cfg.mqtt)?;
     // Validates TLS files and the like for every URL before anything is tried.
     for url in &settings.urls {
-        connect_options(&settings, url, "sonoedge-check").map_err(StartError::config)?;
+        probe_options(&settings, url, "sonoedge-check").map_err(StartError::config)?;
     }
     let topic = format!("{}/{}/check", cfg.mqtt.topic_prefix, id.device_id);
     let bytes = largest_message_bytes(id, labels);
     let mut all_ok = true;
     for url in &settings.urls {
         let verdict = Probe { settings: &settings, url, topic: topic.clone(), qos: cfg.mqtt.qos, bytes }.run();
-        for line in verdict_lines(&verdict, &redact_url(url), &topic, cfg.mqtt.qos, bytes) {
+        let said = Said { url: redact_url(url), topic: topic.clone(), qos: cfg.mqtt.qos, bytes, v5: settings.protocol == Protocol::V5 };
+        for line in said.lines(&verdict) {
             println!("{line}");
         }
         all_ok &= !verdict.fails();
@@ -126,11 +128,32 @@ fn largest_message_bytes(id: &Identity, labels: &[String]) -> usize {
     prediction.max(signals).max(stats.to_string().len() + 25 * 19) + 16
 }
 
-/// What to print for one broker: its reachability, then what delivery did.
-fn verdict_lines(v: &Verdict, url: &str, topic: &str, qos: u8, bytes: usize) -> Vec<String> {
-    let reached = format!("broker  ok: {url}");
-    let line = match v {
-        Verdict::Unreachable(why) => return vec![format!("broker  UNAVAILABLE: {url}: {why} (the daemon would keep retrying)")],
+/// What one broker's verdict is printed with.
+struct Said {
+    url: String,
+    topic: String,
+    qos: u8,
+    bytes: usize,
+    /// Probed over MQTT 5 (`mqtt.protocol = "5"`).
+    v5: bool,
+}
+
+impl Said {
+    /// Its reachability, then what delivery did.
+    fn lines(&self, v: &Verdict) -> Vec<String> {
+        let Said { url, topic, qos, bytes, v5 } = self;
+        let (qos, bytes) = (*qos, *bytes);
+        let version = if *v5 { "MQTT 5" } else { "MQTT 3.1.1" };
+        if let Verdict::Unreachable(why) = v {
+            return vec![format!("broker  UNAVAILABLE: {url}: {why} (the daemon would keep retrying)")];
+        }
+        vec![format!("broker  ok: {url} ({version})"), delivery_line(v, topic, qos, bytes)]
+    }
+}
+
+fn delivery_line(v: &Verdict, topic: &str, qos: u8, bytes: usize) -> String {
+    match v {
+        Verdict::Unreachable(why) => format!("broker  UNAVAILABLE: {why}"),
         Verdict::Delivered { ms, granted, acked_as } => {
             let mut notes = Vec::new();
             if *acked_as < qos {
@@ -147,17 +170,44 @@ fn verdict_lines(v: &Verdict, url: &str, topic: &str, qos: u8, bytes: usize) -> 
              subscription to it, so delivery cannot be seen from here (MQTT 3.1.1 brokers acknowledge denied publishes too); \
              let the user read its own topics, or watch {topic} with a subscriber of yours"
         ),
-        Verdict::QosRefused { works } => format!(
+        Verdict::QosRefused { works, announced: true } => format!(
+            "delivery ok at QoS {works}: the broker allows at most QoS {works} (the Maximum QoS in its CONNACK) and mqtt.qos is \
+             {qos}, so the daemon publishes at QoS {works}; a {bytes}-byte probe at QoS {works} on {topic} came back (set \
+             mqtt.qos = {works} to say so in the config)"
+        ),
+        Verdict::QosRefused { works, announced: false } => format!(
             "delivery QOS REFUSED: the broker closed the connection or dropped a QoS {qos} publish on {topic}; QoS {works} got \
              through: set mqtt.qos = {works} (NATS supports QoS 0 and 1 only)"
         ),
-        Verdict::SizeLimit => format!(
+        Verdict::SizeLimit { announced: Some(max) } => format!(
+            "delivery SIZE LIMIT: the broker's Maximum Packet Size is {max} bytes (its CONNACK), a {bytes}-byte message (the \
+             largest the daemon sends) on {topic} would not fit: raise it (mosquitto: max_packet_size); the daemon counts \
+             such messages as refused (packet_too_large)"
+        ),
+        Verdict::SizeLimit { announced: None } => format!(
             "delivery SIZE LIMIT: a {SMALL_BYTES}-byte probe on {topic} came back, a {bytes}-byte one (the largest message the \
              daemon sends) did not: raise the broker's maximum packet or message size"
         ),
+        Verdict::Refused(why) => refused(*why, topic, qos, bytes),
         Verdict::Denied { first } => denied(first, topic, qos, bytes),
+    }
+}
+
+/// An MQTT 5 PUBACK (or PUBREC) with a failure reason code.
+fn refused(why: Refusal, topic: &str, qos: u8, bytes: usize) -> String {
+    let own = topic.trim_end_matches("/check");
+    let what = match why {
+        Refusal::NotAuthorized => format!("its ACL denies this user publishing there; let it publish to {own}/#"),
+        Refusal::QuotaExceeded => "a quota of the broker's; check its limits for this user".to_string(),
+        Refusal::TopicNameInvalid => "the broker refuses the topic name; check mqtt.topic_prefix and device_id".to_string(),
+        _ => "see the broker's log".to_string(),
     };
-    vec![reached, line]
+    format!(
+        "delivery REFUSED: the broker answered a {bytes}-byte probe at QoS {qos} on {topic} with reason code {} (MQTT 5): \
+         {what}; the daemon counts such messages as refused ({}), never as sent",
+        why.name(),
+        why.name()
+    )
 }
 
 fn denied(first: &Attempt, topic: &str, qos: u8, bytes: usize) -> String {
@@ -171,9 +221,18 @@ fn denied(first: &Attempt, topic: &str, qos: u8, bytes: usize) -> String {
              and delivers nothing, so the two look alike). Let the user publish to {own}/# and read {topic}",
             ECHO_WAIT.as_secs()
         ),
+        Attempt::Closed { why, .. } if why.starts_with("on SUBSCRIBE") => format!(
+            "delivery FAILED: the broker closed the connection when the probe subscribed to {topic} ({why}), at QoS {qos} \
+             and for a {SMALL_BYTES}-byte probe too (RabbitMQ does so when this user may not read there; its publishing \
+             could not be tried): let it publish to {own}/# and read {topic}"
+        ),
         Attempt::Closed { why, .. } => format!(
             "delivery FAILED: the broker closed the connection on a QoS {qos} publish to {topic} ({why}), and on a \
              {SMALL_BYTES}-byte one too: its ACL denies this user publishing there; let it publish to {own}/#"
+        ),
+        Attempt::QosAbove { max } => format!(
+            "delivery FAILED: the broker allows at most QoS {max} (its CONNACK), and a probe at QoS {max} on {topic} did not \
+             get through either: check its ACL for {own}/# and its log"
         ),
         _ => format!(
             "delivery FAILED: the broker did not acknowledge a QoS {qos} publish to {topic} within {} s: check its ACL \

@@ -22,7 +22,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
-pub use options::{connect_options, parse_url};
+pub(crate) use cause::close_reason;
+pub use options::{connect_options, parse_url, probe_options};
 use wire::{Protocol, WireClient, WireOptions};
 
 use super::policy::{Hand, Policy, PolicyConfig};

@@ -3,15 +3,17 @@
 //! back. On MQTT 3.1.1 a broker acknowledges a publish its ACL denies (mosquitto, NATS) or drops it
 //! for its size, and tells nobody: this round trip is how such loss is found before a cart goes
 //! live. A close instead of an acknowledgement (RabbitMQ on a denial, NATS on QoS 2) is told apart
-//! by trying again at QoS 1 and with a small payload. I/O stands apart from [`judge`], which decides
-//! the verdict from the attempts' outcomes and is tested on its own.
+//! by trying again at QoS 1 and with a small payload. Over MQTT 5 (`mqtt.protocol = "5"`) the
+//! broker says more, and the probe reads it: the CONNACK's Maximum QoS and Maximum Packet Size, and
+//! a PUBACK's reason code (mosquitto: 0x87 not authorized for a denied publish). I/O stands apart
+//! from [`judge`], which decides the verdict from the attempts' outcomes and is tested on its own.
 
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant, SystemTime};
 
-use rumqttc::{Client, ConnectionError, Event, Outgoing, Packet, QoS, SubscribeReasonCode};
-
-use super::mqtt::{connect_options, MqttSettings};
+use super::mqtt::wire::{self, WireClient, WireConnection, WireEvent};
+use super::mqtt::{close_reason, probe_options, MqttSettings};
+use super::Refusal;
 
 /// How long to wait for each step (CONNACK, SUBACK, the acknowledgement) and for the echo.
 pub const STEP_WAIT: Duration = Duration::from_secs(5);
@@ -35,6 +37,12 @@ pub enum Attempt {
     Closed { acked: bool, why: String },
     /// Neither acknowledged nor closed within [`STEP_WAIT`].
     NoAck,
+    /// MQTT 5: the CONNACK's Maximum QoS is below the probe's; nothing was sent.
+    QosAbove { max: u8 },
+    /// MQTT 5: the CONNACK's Maximum Packet Size is below the probe's packet; nothing was sent.
+    TooLarge { max: u32 },
+    /// MQTT 5: the broker answered the publish with a failure reason code.
+    Refused(Refusal),
 }
 
 impl Attempt {
@@ -56,12 +64,19 @@ pub enum Verdict {
     Unverified {
         acked: bool,
     },
-    /// The configured QoS is refused; `works` got through.
+    /// The configured QoS is refused; `works` got through. `announced`: the server's CONNACK
+    /// said so (MQTT 5), rather than a close or a drop.
     QosRefused {
         works: u8,
+        announced: bool,
     },
-    /// A [`SMALL_BYTES`] probe got through, the full-size one did not.
-    SizeLimit,
+    /// A [`SMALL_BYTES`] probe got through, the full-size one did not; or (MQTT 5) the server's
+    /// CONNACK `announced` a Maximum Packet Size below the full-size probe.
+    SizeLimit {
+        announced: Option<u32>,
+    },
+    /// MQTT 5: the publish was refused with this reason code.
+    Refused(Refusal),
     /// Not even a small probe at QoS <= 1 got through: `first` is what the full-size one saw.
     Denied {
         first: Attempt,
@@ -69,9 +84,10 @@ pub enum Verdict {
 }
 
 impl Verdict {
-    /// Predictions would not arrive: `check` exits 69.
+    /// Predictions would not arrive: `check` exits 69. A Maximum QoS the server announces is not a
+    /// failure: the daemon publishes at that QoS (and says so once), and the probe got through at it.
     pub fn fails(&self) -> bool {
-        !matches!(self, Verdict::Delivered { .. } | Verdict::Unverified { .. })
+        !matches!(self, Verdict::Delivered { .. } | Verdict::Unverified { .. } | Verdict::QosRefused { announced: true, .. })
     }
 }
 
@@ -94,12 +110,13 @@ impl Probe<'_> {
         judge(self.qos, first, |qos, small| self.attempt(qos, if small { SMALL_BYTES } else { self.bytes }))
     }
 
+    /// One connection, in the configured protocol version.
     fn attempt(&self, qos: u8, bytes: usize) -> Attempt {
         // Not the daemon's client id: a probe under it would take the running daemon's session over.
         let id = format!("sonoedge-check-{}-{qos}-{bytes}", std::process::id());
-        match connect_options(self.settings, self.url, &id) {
+        match probe_options(self.settings, self.url, &id) {
             Ok(options) => {
-                let (client, connection) = Client::new(options, 8);
+                let (client, connection) = wire::client(&options, 8);
                 let events = forward(connection);
                 let seen = Session { client: &client, events: &events, topic: &self.topic }.probe(qos, bytes);
                 let _ = client.try_disconnect();
@@ -111,29 +128,37 @@ impl Probe<'_> {
 }
 
 /// The verdict from the first attempt at `qos` and full size, asking `retry(qos, small)` for more
-/// where the first one failed: QoS 1 at full size if QoS 2 failed, then the small probe at QoS <= 1.
+/// where the first one failed: a lower QoS at full size if QoS 2 failed (or the server's Maximum
+/// QoS is lower), then the small probe at QoS <= 1.
 pub fn judge(qos: u8, first: Attempt, mut retry: impl FnMut(u8, bool) -> Attempt) -> Verdict {
     match first {
         Attempt::Delivered { ms, granted, acked_as } => return Verdict::Delivered { ms, granted, acked_as },
         Attempt::NoSession(why) => return Verdict::Unreachable(why),
         Attempt::Unreadable { acked } => return Verdict::Unverified { acked },
-        Attempt::Lost | Attempt::Closed { .. } | Attempt::NoAck => {}
+        Attempt::Refused(r) => return Verdict::Refused(r),
+        Attempt::TooLarge { max } => return Verdict::SizeLimit { announced: Some(max) },
+        Attempt::QosAbove { .. } | Attempt::Lost | Attempt::Closed { .. } | Attempt::NoAck => {}
     }
-    if qos == 2 && retry(1, false).delivered() {
-        return Verdict::QosRefused { works: 1 };
+    let (lower, announced) = match first {
+        Attempt::QosAbove { max } => (Some(max), true),
+        _ => ((qos == 2).then_some(1), false),
+    };
+    if let Some(works) = lower.filter(|&q| retry(q, false).delivered()) {
+        return Verdict::QosRefused { works, announced };
     }
-    if retry(qos.min(1), true).delivered() {
-        return Verdict::SizeLimit;
+    if retry(lower.unwrap_or(qos).min(1), true).delivered() {
+        return Verdict::SizeLimit { announced: None };
     }
     Verdict::Denied { first }
 }
 
-/// rumqttc's events, on a channel: the probe waits with timeouts without cancelling its poll. The
-/// thread ends at the first error (no reconnect) or when the probe is gone.
-fn forward(mut connection: rumqttc::Connection) -> Receiver<Result<Event, ConnectionError>> {
+/// The client's events, on a channel: the probe waits with timeouts without cancelling its poll.
+/// The thread ends at the first error (no reconnect) or when the probe is gone.
+fn forward(mut connection: WireConnection) -> Receiver<Result<WireEvent, String>> {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
-        for event in connection.iter() {
+        while let Some(event) = connection.recv() {
+            let event = event.map_err(|e| close_reason(&e));
             let failed = event.is_err();
             if tx.send(event).is_err() || failed {
                 break;
@@ -145,8 +170,8 @@ fn forward(mut connection: rumqttc::Connection) -> Receiver<Result<Event, Connec
 
 /// One connection's probe: its client, its events and the probe topic.
 struct Session<'a> {
-    client: &'a Client,
-    events: &'a Receiver<Result<Event, ConnectionError>>,
+    client: &'a WireClient,
+    events: &'a Receiver<Result<WireEvent, String>>,
     topic: &'a str,
 }
 
@@ -159,10 +184,20 @@ enum Step<T> {
 
 impl Session<'_> {
     fn probe(&self, qos: u8, bytes: usize) -> Attempt {
-        match self.next(STEP_WAIT, |e| matches!(e, Event::Incoming(Packet::ConnAck(_))).then_some(())) {
-            Step::Got(()) => {}
+        let limits = self.next(STEP_WAIT, |e| match e {
+            WireEvent::ConnAck { max_qos, max_packet_bytes } => Some((*max_qos, *max_packet_bytes)),
+            _ => None,
+        });
+        let (max_qos, max_packet) = match limits {
+            Step::Got(limits) => limits,
             Step::Closed(why) => return Attempt::NoSession(why),
             Step::Timeout => return Attempt::NoSession(format!("no CONNACK within {} s", STEP_WAIT.as_secs())),
+        };
+        if let Some(max) = max_qos.filter(|&m| m < qos) {
+            return Attempt::QosAbove { max };
+        }
+        if let Some(max) = max_packet.filter(|&m| (m as usize) < packet_bytes(self.topic, bytes)) {
+            return Attempt::TooLarge { max };
         }
         let granted = match self.subscribe(qos) {
             Step::Got(granted) => granted,
@@ -171,7 +206,7 @@ impl Session<'_> {
         };
         let nonce = nonce();
         let sent_at = Instant::now();
-        if self.client.try_publish(self.topic, qos_of(qos), false, payload(&nonce, bytes)).is_err() {
+        if !self.client.try_publish(self.topic, qos, false, payload(&nonce, bytes), None) {
             return Attempt::NoAck;
         }
         self.outcome(qos, granted, &nonce, sent_at)
@@ -179,24 +214,21 @@ impl Session<'_> {
 
     /// The granted QoS, or `None` if the broker refused the subscription.
     fn subscribe(&self, qos: u8) -> Step<Option<u8>> {
-        if self.client.try_subscribe(self.topic, qos_of(qos)).is_err() {
+        if !self.client.try_subscribe(self.topic, qos) {
             return Step::Timeout;
         }
         self.next(STEP_WAIT, |e| match e {
-            Event::Incoming(Packet::SubAck(ack)) => Some(match ack.return_codes.first() {
-                Some(SubscribeReasonCode::Success(q)) => Some(*q as u8),
-                _ => None,
-            }),
+            WireEvent::SubAck(granted) => Some(*granted),
             _ => None,
         })
     }
 
-    /// After the publish: its acknowledgement, then (if subscribed) the echo.
+    /// After the publish: its acknowledgement (or MQTT 5 refusal), then (if subscribed) the echo.
     fn outcome(&self, qos: u8, granted: Option<u8>, nonce: &str, sent_at: Instant) -> Attempt {
-        let acked = |e: &Event| match e {
-            Event::Outgoing(Outgoing::Publish(_)) if qos == 0 => Some(0),
-            Event::Incoming(Packet::PubAck(_)) => Some(1),
-            Event::Incoming(Packet::PubComp(_)) => Some(2),
+        let acked = |e: &WireEvent| match e {
+            WireEvent::Written(None) if qos == 0 => Some(Ok(0)),
+            WireEvent::Acked { qos: as_qos, .. } => Some(Ok(*as_qos)),
+            WireEvent::Refused(_, why) => Some(Err(*why)),
             _ => None,
         };
         // The echo can overtake the acknowledgement: look for both while waiting for the first.
@@ -207,7 +239,8 @@ impl Session<'_> {
             }
             acked(e)
         }) {
-            Step::Got(acked_as) => acked_as,
+            Step::Got(Ok(acked_as)) => acked_as,
+            Step::Got(Err(why)) => return Attempt::Refused(why),
             Step::Closed(why) => return Attempt::Closed { acked: false, why },
             Step::Timeout => return Attempt::NoAck,
         };
@@ -224,7 +257,7 @@ impl Session<'_> {
     }
 
     /// Waits up to `wait` for an event `want` maps to `Some`.
-    fn next<T>(&self, wait: Duration, mut want: impl FnMut(&Event) -> Option<T>) -> Step<T> {
+    fn next<T>(&self, wait: Duration, mut want: impl FnMut(&WireEvent) -> Option<T>) -> Step<T> {
         let until = Instant::now() + wait;
         loop {
             let left = until.saturating_duration_since(Instant::now());
@@ -234,7 +267,7 @@ impl Session<'_> {
                         return Step::Got(t);
                     }
                 }
-                Ok(Err(e)) => return Step::Closed(e.to_string()),
+                Ok(Err(why)) => return Step::Closed(why),
                 Err(RecvTimeoutError::Disconnected) => return Step::Closed("the connection ended".into()),
                 Err(RecvTimeoutError::Timeout) => return Step::Timeout,
             }
@@ -242,16 +275,14 @@ impl Session<'_> {
     }
 }
 
-fn is_echo(e: &Event, nonce: &str) -> bool {
-    matches!(e, Event::Incoming(Packet::Publish(p)) if p.payload.windows(nonce.len()).any(|w| w == nonce.as_bytes()))
+fn is_echo(e: &WireEvent, nonce: &str) -> bool {
+    matches!(e, WireEvent::Message(payload) if payload.windows(nonce.len()).any(|w| w == nonce.as_bytes()))
 }
 
-fn qos_of(q: u8) -> QoS {
-    match q {
-        0 => QoS::AtMostOnce,
-        1 => QoS::AtLeastOnce,
-        _ => QoS::ExactlyOnce,
-    }
+/// The size of the probe's PUBLISH packet as MQTT 5 counts it against a Maximum Packet Size (an
+/// upper bound: fixed header with a 4-byte length, topic, packet id, empty properties).
+fn packet_bytes(topic: &str, bytes: usize) -> usize {
+    1 + 4 + 2 + topic.len() + 2 + 1 + bytes
 }
 
 /// Unique per probe, so an old retained or queued probe is never taken for this one.
@@ -294,12 +325,12 @@ mod tests {
 
     #[test]
     fn a_qos_2_publish_closed_by_the_broker_while_qos_1_works_is_a_refused_qos() {
-        assert_eq!(judged(2, closed(), &[(1, false, OK)]), (Verdict::QosRefused { works: 1 }, vec![(1, false)]));
+        assert_eq!(judged(2, closed(), &[(1, false, OK)]), (Verdict::QosRefused { works: 1, announced: false }, vec![(1, false)]));
     }
 
     #[test]
     fn an_acknowledged_probe_that_never_arrives_while_a_small_one_does_is_a_size_limit() {
-        assert_eq!(judged(1, Attempt::Lost, &[(1, true, OK)]), (Verdict::SizeLimit, vec![(1, true)]));
+        assert_eq!(judged(1, Attempt::Lost, &[(1, true, OK)]), (Verdict::SizeLimit { announced: None }, vec![(1, true)]));
     }
 
     #[test]
@@ -316,6 +347,22 @@ mod tests {
         assert_eq!((v.clone(), asked), (Verdict::Unverified { acked: true }, vec![]));
         assert!(!v.fails());
         assert!(judged(1, Attempt::NoSession("refused".into()), &[]).0.fails());
+    }
+
+    #[test]
+    fn what_an_mqtt5_server_announces_or_answers_is_the_verdict_without_guessing() {
+        let (v, asked) = judged(1, Attempt::Refused(Refusal::NotAuthorized), &[]);
+        assert_eq!((v, asked), (Verdict::Refused(Refusal::NotAuthorized), vec![]));
+        assert_eq!(judged(1, Attempt::TooLarge { max: 300 }, &[]), (Verdict::SizeLimit { announced: Some(300) }, vec![]));
+        // A Maximum QoS of 1 for a QoS 2 probe: QoS 1 is tried, and the verdict says it was announced.
+        let (v, asked) = judged(2, Attempt::QosAbove { max: 1 }, &[(1, false, OK)]);
+        assert_eq!((v, asked), (Verdict::QosRefused { works: 1, announced: true }, vec![(1, false)]));
+        // Maximum QoS 0 for a QoS 1 probe: QoS 0 is tried, then a small one at QoS 0.
+        let (v, asked) = judged(1, Attempt::QosAbove { max: 0 }, &[]);
+        assert_eq!((v, asked), (Verdict::Denied { first: Attempt::QosAbove { max: 0 } }, vec![(0, false), (0, true)]));
+        assert!(Verdict::Refused(Refusal::QuotaExceeded).fails());
+        assert!(!Verdict::QosRefused { works: 1, announced: true }.fails(), "the daemon publishes at the server's maximum");
+        assert!(Verdict::QosRefused { works: 1, announced: false }.fails(), "a close or a drop at the configured QoS");
     }
 
     #[test]

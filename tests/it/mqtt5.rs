@@ -145,3 +145,47 @@ fn on_mqtt5_why_a_session_ended_is_on_the_next_status() {
     eprintln!("status after a takeover: {}", m.payload["last_disconnect"]);
     assert_schema("status.v1.schema.json", &m.payload);
 }
+
+/// `sonoedge check` over MQTT 5 (`extra`: more `[mqtt]` keys) against mosquitto started with
+/// `broker_conf`: its exit code and output.
+fn check5(name: &str, broker_conf: impl FnOnce(&std::path::Path) -> String, extra: &str) -> (Option<i32>, String) {
+    let dir = scratch(&format!("mqtt5-check-{name}"));
+    let broker = Broker::start(&dir, &broker_conf(&dir));
+    let cfg = dir.join("check.toml");
+    std::fs::write(&cfg, config(&broker.url(), &format!("v5-check-{name}"), SYNTHETIC, &format!("{V5}\n{extra}"))).unwrap();
+    let out = sonoedge().args(["check", "--config"]).arg(&cfg).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    eprintln!(
+        "check over MQTT 5, {name}: exit {:?}: {}",
+        out.status.code(),
+        text.lines().find(|l| l.starts_with("delivery")).unwrap_or("-")
+    );
+    (out.status.code(), text)
+}
+
+#[test]
+fn check_over_mqtt5_reads_what_the_broker_says_a_reason_code_its_maximum_qos_and_packet_size() {
+    let (code, text) = check5("plain", |_| String::new(), "qos = 1");
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("(MQTT 5)") && text.contains("delivery ok: a "), "{text}");
+    // On 3.1.1 mosquitto acknowledges a denied publish (check can only see it never arrives); on 5
+    // it answers with reason code 0x87, and check names it.
+    let acl = |dir: &std::path::Path| {
+        std::fs::write(dir.join("acl"), "topic read sonoedge/#\n").unwrap();
+        format!("acl_file {}", dir.join("acl").display())
+    };
+    let (code, text) = check5("acl", acl, "qos = 1");
+    assert_eq!(code, Some(69), "{text}");
+    assert!(
+        text.contains("delivery REFUSED") && text.contains("not_authorized") && text.contains("publish to sonoedge/v5-check-acl/#"),
+        "{text}"
+    );
+    // A Maximum QoS below mqtt.qos: the daemon publishes at it, so delivery is ok at that QoS.
+    let (code, text) = check5("maxqos", |_| "max_qos 1".into(), "qos = 2");
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("delivery ok at QoS 1") && text.contains("Maximum QoS"), "{text}");
+    // A Maximum Packet Size below the largest message: announced in the CONNACK, nothing is sent.
+    let (code, text) = check5("maxpacket", |_| "max_packet_size 600".into(), "qos = 1");
+    assert_eq!(code, Some(69), "{text}");
+    assert!(text.contains("delivery SIZE LIMIT: the broker's Maximum Packet Size is 600 bytes"), "{text}");
+}

@@ -60,6 +60,19 @@ pub fn explain(e: &WireError, up_for: Option<Duration>, stable: Duration, qos: u
     }
 }
 
+/// Why the broker ended a session or refused one, for `check`'s probe: the refused CONNECT's code
+/// or an MQTT 5 server's DISCONNECT reason where there is one, else rumqttc's words.
+pub fn close_reason(e: &WireError) -> String {
+    let (failure, text) = match e {
+        WireError::V4(e) => (failure4(e), e.to_string()),
+        WireError::V5(e) => (failure5(e), e.to_string()),
+    };
+    match failure {
+        Failure::Known(c) => c.text,
+        _ => text,
+    }
+}
+
 fn closed_after_connack(up: Duration, qos: u8) -> Cause {
     let qos2 = if qos == 2 { "QoS 2 refused (mqtt.qos = 2; NATS takes QoS 0 and 1 only), " } else { "" };
     cause(

@@ -74,12 +74,12 @@ fn on_event(event: WireEvent, shared: &Shared, ctx: &Ctx, log: &mut EventLog) {
         // Every publish we hand over yields one `Written`, in hand-over order (rumqttc takes
         // requests from its channel in order and holds the next one back while an id collides).
         WireEvent::Written(pkid) => shared.policy().written(pkid),
-        WireEvent::Acked(pkid) => shared.policy().acked(pkid),
+        WireEvent::Acked { pkid, .. } => shared.policy().acked(pkid),
         WireEvent::Refused(pkid, why) => {
             let prediction = shared.policy().refused(pkid, why);
             log_refusal(why, prediction, ctx, log);
         }
-        WireEvent::DisconnectSent | WireEvent::Other => return,
+        WireEvent::DisconnectSent | WireEvent::SubAck(_) | WireEvent::Message(_) | WireEvent::Other => return,
     }
     // The client's channel has room again, or the session is new.
     flush(shared, ctx);

@@ -40,6 +40,15 @@ pub fn publisher_options(
     }
 }
 
+/// `check`'s probe: the options for `url` in the configured protocol version (a clean session, no
+/// Will), under the probe's own client id.
+pub fn probe_options(s: &MqttSettings, url: &str, client_id: &str) -> Result<WireOptions, MqttError> {
+    Ok(match s.protocol {
+        Protocol::V311 => WireOptions::V4(Box::new(connect_options(s, url, client_id)?)),
+        Protocol::V5 => WireOptions::V5(Box::new(connect_options5(s, url, client_id)?)),
+    })
+}
+
 /// [`connect_options`] for MQTT 5.
 fn connect_options5(s: &MqttSettings, url: &str, client_id: &str) -> Result<rumqttc::v5::MqttOptions, MqttError> {
     let (tls, host, port) = parse_url(url)?;

@@ -5,7 +5,9 @@
 //! server's Maximum QoS and Maximum Packet Size from CONNACK, message expiry on publishes, and the
 //! server's DISCONNECT reason (in the connection error).
 
-use rumqttc::v5::mqttbytes::v5::{ConnAck as ConnAck5, Packet as Packet5, PubAckReason, PubRecReason, PublishProperties};
+use rumqttc::v5::mqttbytes::v5::{
+    ConnAck as ConnAck5, Packet as Packet5, PubAckReason, PubRecReason, PublishProperties, SubscribeReasonCode as SubscribeReasonCode5,
+};
 use rumqttc::v5::mqttbytes::QoS as QoS5;
 use rumqttc::{Event, Outgoing, Packet, QoS};
 
@@ -53,11 +55,21 @@ pub enum WireEvent {
     },
     /// The oldest handed publish was written, under this id (`None`: QoS 0, never acknowledged).
     Written(Option<u16>),
-    Acked(u16),
+    /// Acknowledged by the exchange of this QoS: 1 a PUBACK, 2 a PUBCOMP (RabbitMQ answers a QoS 2
+    /// publish with a PUBACK).
+    Acked {
+        pkid: u16,
+        qos: u8,
+    },
     /// MQTT 5: the server refused the publish under this id (a reason code of 0x80 or more).
     Refused(u16, Refusal),
     /// Our DISCONNECT went out.
     DisconnectSent,
+    /// A SUBACK: the QoS granted to the first filter, `None` if refused (only `check`'s probe
+    /// subscribes; the publisher never does).
+    SubAck(Option<u8>),
+    /// A message on a subscription (the probe's echo).
+    Message(Vec<u8>),
     Other,
 }
 
@@ -85,6 +97,13 @@ impl WireClient {
                 let props = PublishProperties { message_expiry_interval: expiry_s, ..Default::default() };
                 c.try_publish_with_properties(topic, qos5(qos), retain, payload, props).is_ok()
             }
+        }
+    }
+
+    pub fn try_subscribe(&self, topic: &str, qos: u8) -> bool {
+        match self {
+            WireClient::V4(c) => c.try_subscribe(topic, qos4(qos)).is_ok(),
+            WireClient::V5(c) => c.try_subscribe(topic, qos5(qos)).is_ok(),
         }
     }
 
@@ -153,9 +172,14 @@ fn event4(e: Event) -> WireEvent {
         Event::Incoming(Packet::ConnAck(_)) => WireEvent::ConnAck { max_qos: None, max_packet_bytes: None },
         // QoS 0 goes out with packet id 0 and is never acknowledged.
         Event::Outgoing(Outgoing::Publish(pkid)) => WireEvent::Written((pkid != 0).then_some(pkid)),
-        Event::Incoming(Packet::PubAck(a)) => WireEvent::Acked(a.pkid),
-        Event::Incoming(Packet::PubComp(c)) => WireEvent::Acked(c.pkid),
+        Event::Incoming(Packet::PubAck(a)) => WireEvent::Acked { pkid: a.pkid, qos: 1 },
+        Event::Incoming(Packet::PubComp(c)) => WireEvent::Acked { pkid: c.pkid, qos: 2 },
         Event::Outgoing(Outgoing::Disconnect) => WireEvent::DisconnectSent,
+        Event::Incoming(Packet::SubAck(a)) => WireEvent::SubAck(match a.return_codes.first() {
+            Some(rumqttc::SubscribeReasonCode::Success(q)) => Some(*q as u8),
+            _ => None,
+        }),
+        Event::Incoming(Packet::Publish(p)) => WireEvent::Message(p.payload.to_vec()),
         _ => WireEvent::Other,
     }
 }
@@ -167,12 +191,17 @@ fn event5(e: rumqttc::v5::Event) -> WireEvent {
         E5::Outgoing(Outgoing::Publish(pkid)) => WireEvent::Written((pkid != 0).then_some(pkid)),
         E5::Incoming(Packet5::PubAck(a)) => match puback_refusal(a.reason) {
             Some(r) => WireEvent::Refused(a.pkid, r),
-            None => WireEvent::Acked(a.pkid),
+            None => WireEvent::Acked { pkid: a.pkid, qos: 1 },
         },
         // A refusing PUBREC ends a QoS 2 exchange: no PUBCOMP follows.
         E5::Incoming(Packet5::PubRec(r)) => pubrec_refusal(r.reason).map_or(WireEvent::Other, |why| WireEvent::Refused(r.pkid, why)),
-        E5::Incoming(Packet5::PubComp(c)) => WireEvent::Acked(c.pkid),
+        E5::Incoming(Packet5::PubComp(c)) => WireEvent::Acked { pkid: c.pkid, qos: 2 },
         E5::Outgoing(Outgoing::Disconnect) => WireEvent::DisconnectSent,
+        E5::Incoming(Packet5::SubAck(a)) => WireEvent::SubAck(match a.return_codes.first() {
+            Some(SubscribeReasonCode5::Success(q)) => Some(*q as u8),
+            _ => None,
+        }),
+        E5::Incoming(Packet5::Publish(p)) => WireEvent::Message(p.payload.to_vec()),
         _ => WireEvent::Other,
     }
 }
