@@ -51,6 +51,17 @@ impl Broker {
         Self::start_on(dir, port, extra)
     }
 
+    /// A whole configuration `conf` (a guide's, say) with a plain listener on 127.0.0.1 appended:
+    /// that listener is `port`, and it takes `conf`'s global settings.
+    pub fn start_with_conf(dir: &Path, conf: &str) -> Broker {
+        let port = free_port();
+        let path = dir.join(format!("mosquitto-{port}.conf"));
+        std::fs::write(&path, format!("{conf}\nlistener {port} 127.0.0.1\n")).unwrap();
+        let mut b = Broker { port, child: None, conf: path };
+        b.restart();
+        b
+    }
+
     pub fn start_on(dir: &Path, port: u16, extra: &str) -> Broker {
         let conf = dir.join(format!("mosquitto-{port}.conf"));
         std::fs::write(&conf, format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n{extra}\n")).unwrap();
@@ -134,6 +145,7 @@ pub struct Msg {
 }
 
 /// Subscribes to `filter` and records every message; reconnects by itself if the broker restarts.
+/// A payload that is not JSON is recorded as a JSON string.
 pub struct Subscriber {
     pub messages: Arc<Mutex<Vec<Msg>>>,
     client: Client,
@@ -141,8 +153,16 @@ pub struct Subscriber {
 
 impl Subscriber {
     pub fn start(port: u16, filter: &str) -> Subscriber {
+        Subscriber::start_as(port, filter, None)
+    }
+
+    /// [`Subscriber::start`] logged in as `(user, password)`.
+    pub fn start_as(port: u16, filter: &str, login: Option<(&str, &str)>) -> Subscriber {
         let mut o = MqttOptions::new(format!("test-sub-{}-{}", std::process::id(), free_port()), "127.0.0.1", port);
         o.set_keep_alive(Duration::from_secs(5));
+        if let Some((user, password)) = login {
+            o.set_credentials(user, password);
+        }
         let (client, mut connection) = Client::new(o, 64);
         let messages = Arc::new(Mutex::new(Vec::new()));
         let (sink, sub, filter) = (messages.clone(), client.clone(), filter.to_string());
@@ -153,7 +173,8 @@ impl Subscriber {
                         let _ = sub.subscribe(&filter, QoS::AtLeastOnce);
                     }
                     Ok(Event::Incoming(Packet::Publish(p))) => {
-                        let payload = serde_json::from_slice(&p.payload).unwrap_or(Value::Null);
+                        let text = || Value::String(String::from_utf8_lossy(&p.payload).into_owned());
+                        let payload = serde_json::from_slice(&p.payload).unwrap_or_else(|_| text());
                         sink.lock().unwrap().push(Msg { topic: p.topic.clone(), payload, retained: p.retain, at: Instant::now() });
                     }
                     Ok(_) => {}
@@ -180,6 +201,11 @@ impl Subscriber {
             found.is_some()
         });
         found
+    }
+
+    /// Publishes at QoS 1 from this client (what a subscriber's ACL lets it write is tested so).
+    pub fn publish(&self, topic: &str, payload: &str) {
+        let _ = self.client.try_publish(topic, QoS::AtLeastOnce, false, payload.as_bytes().to_vec());
     }
 
     pub fn stop(self) {

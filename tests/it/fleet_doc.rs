@@ -1,17 +1,15 @@
 //! docs/fleet.md's mosquitto ACL, read out of the markdown (its ```acl block) so the guide as it stands
 //! is what is tested: a cart publishes under its own prefix (`check` proves delivery), not under
-//! another cart's (`check` exits 69); the view reads every cart and cannot publish.
+//! another cart's (`check` exits 69); the view reads every cart and cannot publish. The guide's
+//! RabbitMQ and NATS permissions are run by tests/it/interop.rs with these helpers.
 
 use std::process::Command;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
 
 use super::daemon_mqtt::{config, SYNTHETIC};
 use crate::common::*;
 
-const PASSWORD: &str = "fleet-doc-pw";
+pub const PASSWORD: &str = "fleet-doc-pw";
 
 #[test]
 fn the_fleet_guides_mosquitto_acl_keeps_each_cart_under_its_own_prefix_and_the_view_read_only() {
@@ -31,25 +29,32 @@ fn the_fleet_guides_mosquitto_acl_keeps_each_cart_under_its_own_prefix_and_the_v
     let (code, text) = check(&dir, "other", &cart("cart-b", "cart-a"));
     assert_eq!(code, Some(69), "cart-a's credentials under cart-b's prefix must not deliver: {text}");
 
-    let view = AuthSub::start(broker.port, "view", "sonoedge/#");
+    let view = Subscriber::start_as(broker.port, "sonoedge/#", Some(("view", PASSWORD)));
     let d = Daemon::spawn(&dir, &cart("cart-a", "cart-a"));
-    let online = |t: &str, p: &str| t == "sonoedge/cart-a/status" && p.contains("\"online\"");
-    assert!(wait_for(Duration::from_secs(30), || view.any(online)), "the view never read cart-a's status; log:\n{}", d.log_text());
+    let online = || view.on("sonoedge/cart-a/status").iter().any(|m| m.payload["state"] == "online");
+    assert!(wait_for(Duration::from_secs(30), online), "the view never read cart-a's status; log:\n{}", d.log_text());
     view.publish("sonoedge/cart-a/status", "{\"forged\":true}");
-    let stats_after = view.count(|t, _| t.ends_with("/stats")) + 2;
-    assert!(
-        wait_for(Duration::from_secs(30), || view.count(|t, _| t.ends_with("/stats")) >= stats_after),
-        "no stats; log:\n{}",
-        d.log_text()
-    );
-    assert!(!view.any(|_, p| p.contains("forged")), "the view could publish under a cart's prefix");
+    let stats_after = view.on("/stats").len() + 2;
+    assert!(wait_for(Duration::from_secs(30), || view.on("/stats").len() >= stats_after), "no stats; log:\n{}", d.log_text());
+    assert!(!view.all().iter().any(|m| m.payload["forged"] == true), "the view could publish under a cart's prefix");
 }
 
 /// The body of the first fenced block in `file` whose info string is `lang`.
 fn doc_block(file: &str, lang: &str) -> String {
+    doc_block_under(file, "", lang)
+}
+
+/// The body of the first fenced block whose info string is `lang` after the line `heading` (from
+/// the top if empty): the guide as it stands is what the tests run.
+pub fn doc_block_under(file: &str, heading: &str, lang: &str) -> String {
     let text = std::fs::read_to_string(repo(file)).unwrap();
+    let from = if heading.is_empty() {
+        0
+    } else {
+        text.find(&format!("\n{heading}\n")).unwrap_or_else(|| panic!("{file} has no heading {heading:?}"))
+    };
     let fence = format!("```{lang}\n");
-    let start = text.find(&fence).unwrap_or_else(|| panic!("{file} has no ```{lang} block")) + fence.len();
+    let start = from + text[from..].find(&fence).unwrap_or_else(|| panic!("{file} has no ```{lang} block after {heading:?}")) + fence.len();
     let len = text[start..].find("```").unwrap_or_else(|| panic!("{file}: the ```{lang} block is not closed"));
     text[start..start + len].to_string()
 }
@@ -67,53 +72,132 @@ fn password_file(dir: &std::path::Path, users: &[&str]) -> std::path::PathBuf {
     file
 }
 
-fn check(dir: &std::path::Path, name: &str, cfg: &str) -> (Option<i32>, String) {
+/// `sonoedge check` with the config text `cfg`: its exit code, stdout and stderr.
+pub fn check(dir: &std::path::Path, name: &str, cfg: &str) -> (Option<i32>, String) {
     let path = dir.join(format!("check-{name}.toml"));
     std::fs::write(&path, cfg).unwrap();
     let out = sonoedge().args(["check", "--config"]).arg(&path).output().unwrap();
     (out.status.code(), String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr))
 }
 
-/// A subscriber with credentials that also publishes; records (topic, payload) as text.
-struct AuthSub {
-    client: Client,
-    seen: Arc<Mutex<Vec<(String, String)>>>,
+/// The guide's fleet CA and cart-a's certificate (its ```sh block under "TLS", run as written in
+/// `dir`), and a broker certificate for localhost from that CA, as its text asks for.
+pub fn guide_certificates(dir: &std::path::Path) {
+    let block = doc_block_under("docs/fleet.md", "## TLS: one client certificate per cart", "sh");
+    let broker = "openssl req -newkey rsa:2048 -nodes -keyout broker.key -out broker.csr -subj /CN=localhost 2>/dev/null\n\
+                  openssl x509 -req -in broker.csr -CA fleet-ca.crt -CAkey fleet-ca.key -CAcreateserial -days 2 -out broker.crt \
+                  -extfile <(printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\\n') 2>/dev/null\n\
+                  chmod 644 *.key *.crt";
+    let out = Command::new("bash").arg("-c").arg(format!("set -e\n{block}\n{broker}")).current_dir(dir).output().unwrap();
+    assert!(out.status.success(), "the guide's openssl commands failed: {}", String::from_utf8_lossy(&out.stderr));
 }
 
-impl AuthSub {
-    fn start(port: u16, user: &str, filter: &str) -> AuthSub {
-        let mut o = MqttOptions::new(format!("fleet-doc-{user}-{}", free_port()), "127.0.0.1", port);
-        o.set_credentials(user, PASSWORD);
-        o.set_keep_alive(Duration::from_secs(5));
-        let (client, mut connection) = Client::new(o, 64);
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let (sink, sub, filter) = (seen.clone(), client.clone(), filter.to_string());
-        std::thread::spawn(move || {
-            for event in connection.iter() {
-                match event {
-                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                        let _ = sub.subscribe(&filter, QoS::AtLeastOnce);
-                    }
-                    Ok(Event::Incoming(Packet::Publish(p))) => {
-                        sink.lock().unwrap().push((p.topic.clone(), String::from_utf8_lossy(&p.payload).to_string()));
-                    }
-                    Ok(_) => {}
-                    Err(_) => std::thread::sleep(Duration::from_millis(200)),
-                }
-            }
-        });
-        AuthSub { client, seen }
+/// `text` with each (from, to) replaced; every `from` must be there (the guide changed otherwise).
+pub fn substituted(mut text: String, pairs: &[(&str, String)]) -> String {
+    for (from, to) in pairs {
+        assert!(text.contains(from), "the guide's block no longer has {from:?}:\n{text}");
+        text = text.replace(from, to);
     }
+    text
+}
 
-    fn publish(&self, topic: &str, payload: &str) {
-        self.client.publish(topic, QoS::AtLeastOnce, false, payload.as_bytes().to_vec()).unwrap();
-    }
+#[test]
+fn the_fleet_guides_mosquitto_tls_listener_takes_one_certificate_per_cart_as_its_username() {
+    let dir = scratch("fleet-tls");
+    guide_certificates(&dir);
+    std::fs::write(dir.join("sonoedge.acl"), doc_block("docs/fleet.md", "acl")).unwrap();
+    let passwd = password_file(&dir, &["view"]);
+    let (tls, ws) = (free_port(), free_port());
+    let d = |f: &str| dir.join(f).display().to_string();
+    let conf = substituted(
+        doc_block_under("docs/fleet.md", "## mosquitto (2.0, Debian 12)", "conf"),
+        &[
+            ("/etc/mosquitto/passwd", passwd.display().to_string()),
+            ("/etc/mosquitto/sonoedge.acl", d("sonoedge.acl")),
+            ("/etc/mosquitto/ca/fleet-ca.crt", d("fleet-ca.crt")),
+            ("/etc/mosquitto/certs/broker.crt", d("broker.crt")),
+            ("/etc/mosquitto/certs/broker.key", d("broker.key")),
+            ("listener 8883", format!("listener {tls} 127.0.0.1")),
+            ("listener 8081", format!("listener {ws} 127.0.0.1")),
+            ("persistence true", "persistence false".into()),
+        ],
+    );
+    let broker = Broker::start_with_conf(&dir, &conf);
+    assert!(wait_for(Duration::from_secs(10), || std::net::TcpStream::connect(("127.0.0.1", tls)).is_ok()), "no TLS listener");
+    let cart = |device: &str, cert: Option<&str>| {
+        let mut mqtt = format!("ca_file = \"{}\"", d("fleet-ca.crt"));
+        if let Some(c) = cert {
+            mqtt += &format!("\nclient_cert = \"{}\"\nclient_key = \"{}\"", d(&format!("{c}.crt")), d(&format!("{c}.key")));
+        }
+        config(&format!("mqtts://localhost:{tls}"), device, SYNTHETIC, &mqtt)
+    };
+    let (code, text) = check(&dir, "own", &cart("cart-a", Some("cart-a")));
+    assert_eq!(code, Some(0), "cart-a with its certificate: {text}");
+    let (code, text) = check(&dir, "other", &cart("cart-b", Some("cart-a")));
+    assert_eq!(code, Some(69), "cart-a's certificate under cart-b's prefix must not deliver: {text}");
+    let (code, text) = check(&dir, "none", &cart("cart-a", None));
+    assert_eq!(code, Some(69), "no client certificate, no session: {text}");
+    assert!(text.contains("broker  UNAVAILABLE"), "{text}");
+    // The view reads over the plain listener with its password; the carts' certificates are theirs.
+    let view = Subscriber::start_as(broker.port, "sonoedge/#", Some(("view", PASSWORD)));
+    let daemon = Daemon::spawn(&dir, &cart("cart-a", Some("cart-a")));
+    let online = || view.on("sonoedge/cart-a/status").iter().any(|m| m.payload["state"] == "online");
+    assert!(wait_for(Duration::from_secs(30), online), "the view never read cart-a's status; log:\n{}", daemon.log_text());
+}
 
-    fn count(&self, pred: impl Fn(&str, &str) -> bool) -> usize {
-        self.seen.lock().unwrap().iter().filter(|(t, p)| pred(t, p)).count()
-    }
-
-    fn any(&self, pred: impl Fn(&str, &str) -> bool) -> bool {
-        self.count(pred) > 0
-    }
+#[test]
+fn the_fleet_guides_bridge_forwards_status_state_findings_and_stats_to_the_central_broker_not_predictions() {
+    let dir = scratch("fleet-bridge");
+    guide_certificates(&dir);
+    // The central broker: TLS with client certificates; the bridge's CN is its username and, as the
+    // guide says, it may write hospital/ward3/# only.
+    let bridge_cert = "openssl req -newkey rsa:2048 -nodes -keyout ward3-bridge.key -out ward3-bridge.csr -subj /CN=ward3-bridge 2>/dev/null && \
+                       openssl x509 -req -in ward3-bridge.csr -CA fleet-ca.crt -CAkey fleet-ca.key -CAcreateserial -days 2 -out ward3-bridge.crt 2>/dev/null && \
+                       chmod 644 *.key *.crt";
+    assert!(Command::new("bash").arg("-c").arg(bridge_cert).current_dir(&dir).status().unwrap().success());
+    // (The first line, before any `user`, is for anonymous clients: the test's reader below.)
+    std::fs::write(dir.join("central.acl"), "topic read hospital/#\nuser ward3-bridge\ntopic readwrite hospital/ward3/#\n").unwrap();
+    let d = |f: &str| dir.join(f).display().to_string();
+    let central_tls = free_port();
+    let central = Broker::start(
+        &dir,
+        &format!(
+            "listener {central_tls} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate true\nuse_identity_as_username true\nacl_file {}",
+            d("fleet-ca.crt"),
+            d("broker.crt"),
+            d("broker.key"),
+            d("central.acl")
+        ),
+    );
+    // The ward broker: the guide's bridge block, pointed at the central one.
+    let bridge = substituted(
+        doc_block_under("docs/fleet.md", "## A ward broker bridged to a central broker", "conf"),
+        &[
+            ("central.hospital.example:8883", format!("localhost:{central_tls}")),
+            ("/etc/mosquitto/ca/central-ca.crt", d("fleet-ca.crt")),
+            ("/etc/mosquitto/certs/ward3-bridge.crt", d("ward3-bridge.crt")),
+            ("/etc/mosquitto/certs/ward3-bridge.key", d("ward3-bridge.key")),
+        ],
+    );
+    let ward = Broker::start(&dir, &bridge);
+    // Anonymous on the central broker's plain listener, read-only.
+    let sub = Subscriber::start(central.port, "hospital/ward3/#");
+    let daemon = Daemon::spawn(&dir, &config(&ward.url(), "cart-a", SYNTHETIC, ""));
+    let central_has = |leaf: &str| !sub.on(&format!("hospital/ward3/sonoedge/cart-a/{leaf}")).is_empty();
+    let forwarded = || ["status", "state", "stats"].iter().all(|l| central_has(l));
+    assert!(
+        wait_for(Duration::from_secs(30), forwarded),
+        "the central broker did not get status, state and stats: {:?}; log:\n{}",
+        sub.all().iter().map(|m| m.topic.clone()).collect::<std::collections::BTreeSet<_>>(),
+        daemon.log_text()
+    );
+    let ward_sub = Subscriber::start(ward.port, "sonoedge/cart-a/prediction");
+    assert!(ward_sub.wait(Duration::from_secs(20), "/prediction", |_| true).is_some(), "the cart made no predictions in the ward");
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(!central_has("prediction"), "predictions left the ward");
+    assert!(sub.on("hospital/ward3/bridge-state").iter().any(|m| m.payload == 1), "the bridge's own notification topic");
+    // A late reader on the central broker gets the cart's retained status.
+    let late = Subscriber::start(central.port, "hospital/ward3/sonoedge/cart-a/status");
+    let m = late.wait(Duration::from_secs(10), "/status", |_| true).expect("the retained status at the central broker");
+    assert!(m.retained, "{m:?}");
 }
