@@ -92,16 +92,24 @@ impl Foreign {
 
     /// NATS with JetStream (which its MQTT support needs) and a server_name, on 127.0.0.1.
     pub fn nats(dir: &Path) -> Option<Foreign> {
+        let store = dir.join("jetstream");
+        Foreign::nats_with(dir, |mqtt| {
+            format!(
+                "jetstream {{ store_dir: \"{}\", max_memory_store: 64MB, max_file_store: 256MB }}\n\
+                 mqtt {{ listen: 127.0.0.1:{mqtt} }}\n",
+                store.display()
+            )
+        })
+    }
+
+    /// NATS with the configuration `conf(mqtt_port)` gives (JetStream and an `mqtt` block listening
+    /// on 127.0.0.1 at that port), a server_name and its client port on 127.0.0.1.
+    pub fn nats_with(dir: &Path, conf: impl FnOnce(u16) -> String) -> Option<Foreign> {
         let program = installed(&["/usr/bin/nats-server", "/usr/sbin/nats-server"], "nats-server")?;
         let (client, mqtt) = (free_port(), free_port());
-        let conf = dir.join("nats.conf");
-        let text = format!(
-            "server_name: sonoedge_test\nlisten: 127.0.0.1:{client}\n\
-             jetstream {{ store_dir: \"{}\", max_memory_store: 64MB, max_file_store: 256MB }}\n\
-             mqtt {{ listen: 127.0.0.1:{mqtt} }}\n",
-            dir.join("jetstream").display()
-        );
-        std::fs::write(&conf, text).unwrap();
+        let path = dir.join("nats.conf");
+        std::fs::write(&path, format!("server_name: sonoedge_test\nlisten: 127.0.0.1:{client}\n{}", conf(mqtt))).unwrap();
+        let conf = path;
         let args = vec!["-c".to_string(), conf.display().to_string()];
         let mut f = Foreign::new("NATS", package_version("nats-server"), mqtt, program, args, dir);
         f.restart(Duration::from_secs(30));
@@ -148,6 +156,27 @@ impl Foreign {
 
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The scratch folder the broker's state and log are in.
+    pub fn dir(&self) -> PathBuf {
+        self.log.parent().expect("the log is in the broker's folder").to_path_buf()
+    }
+
+    /// Runs a shell line that calls `rabbitmqctl` (as the fleet guide writes it) against this node:
+    /// in `dir`, with the node's environment (its name, epmd port and cookie's home), so the line
+    /// needs no `-n`. Panics with rabbitmqctl's words if it fails.
+    pub fn rabbitmqctl(&self, dir: &Path, line: &str) {
+        let path = format!("/usr/lib/rabbitmq/bin:{}", std::env::var("PATH").unwrap_or_default());
+        let out = Command::new("sh")
+            .args(["-c", line])
+            .current_dir(dir)
+            .envs(self.command.iter().map(|(k, v)| (k, v)))
+            .env("PATH", path)
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{line}: {said}");
     }
 }
 

@@ -13,6 +13,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use super::daemon_mqtt::{assert_every_prediction_counted, config, SYNTHETIC};
+use super::fleet_doc::{check as check_config, doc_block_under, PASSWORD};
 use crate::common::foreign::{CountingProxy, Foreign};
 use crate::common::*;
 
@@ -23,10 +24,11 @@ const WATCH: Duration = Duration::from_secs(20);
 
 #[test]
 #[ignore = "starts RabbitMQ (~15 s): tests/run-all.sh's interop stage runs it"]
-fn rabbitmq_keeps_status_counts_and_the_last_will_and_takes_qos_2_as_qos_1_without_a_storm() {
+fn rabbitmq_keeps_status_counts_and_the_last_will_takes_qos_2_as_qos_1_and_reports_an_acl_denial_without_a_storm() {
     let dir = scratch("interop-rabbitmq");
     let Some(broker) = Foreign::rabbitmq(&dir) else { return };
     common_scenario(&broker, &dir);
+    rabbitmq_fleet_guide_permissions(&broker, &dir);
     let (code, text) = check(&dir, &broker, "rmq-q2", 2);
     // RabbitMQ 3.10 answers a QoS 2 publish with a PUBACK and delivers at QoS 1.
     assert_eq!(code, Some(0), "{text}");
@@ -41,6 +43,9 @@ fn nats_keeps_status_counts_and_the_last_will_and_its_qos_2_refusal_is_reported_
     let dir = scratch("interop-nats");
     let Some(broker) = Foreign::nats(&dir) else { return };
     common_scenario(&broker, &dir);
+    if let Some(guide) = nats_with_the_fleet_guides_permissions(&scratch("interop-nats-acl")) {
+        nats_fleet_guide_permissions(&guide);
+    }
     let (code, text) = check(&dir, &broker, "nats-q2", 2);
     assert_eq!(code, Some(69), "{text}");
     assert!(text.contains("QOS REFUSED") && text.contains("mqtt.qos = 1"), "{text}");
@@ -178,4 +183,105 @@ fn connections_with_qos_2(broker: &Foreign, device: &str) -> usize {
         sub.on("/status").iter().map(|m| &m.payload["state"]).collect::<Vec<_>>()
     );
     connections
+}
+
+/// A daemon with config `cfg` through a counting proxy to `port` for [`WATCH`]: its connections
+/// and its log. `cfg` is given the proxy's URL.
+fn watched_daemon(port: u16, name: &str, cfg: impl FnOnce(&str) -> String) -> (usize, String) {
+    let proxy = CountingProxy::start(port);
+    let mut d = Daemon::spawn(&scratch(name), &cfg(&proxy.url()));
+    std::thread::sleep(WATCH);
+    let connections = proxy.connections();
+    d.signal(SIGTERM);
+    d.wait_exit(Duration::from_secs(15));
+    (connections, d.log_text())
+}
+
+/// The fleet guide's RabbitMQ commands (its ```sh block, run as written): cart-a delivers under
+/// its own prefix; with cart-a's login under cart-b's prefix `check` exits 69, and a daemon, which
+/// RabbitMQ disconnects at each denied publish, backs off and names the ACL in its log; the view
+/// reads cart-a and cannot publish.
+fn rabbitmq_fleet_guide_permissions(broker: &Foreign, dir: &Path) {
+    for user in ["cart-a", "view"] {
+        std::fs::write(dir.join(format!("{user}.password")), PASSWORD).unwrap();
+    }
+    let block = doc_block_under("docs/fleet.md", "## RabbitMQ (3.10, MQTT plugin)", "sh");
+    for line in block.lines().filter(|l| l.starts_with("rabbitmqctl")) {
+        broker.rabbitmqctl(dir, line);
+    }
+    let pw = dir.join("cart-a.password");
+    let cart =
+        |url: &str, device: &str| config(url, device, SYNTHETIC, &format!("username = \"cart-a\"\npassword_file = \"{}\"", pw.display()));
+    let (code, text) = check_config(dir, "rmq-own", &cart(&broker.url(), "cart-a"));
+    assert_eq!(code, Some(0), "cart-a under its own prefix: {text}");
+    let (code, text) = check_config(dir, "rmq-other", &cart(&broker.url(), "cart-b"));
+    let verdict = text.lines().find(|l| l.starts_with("delivery")).unwrap_or("(no verdict)").to_string();
+    eprintln!("MATRIX {} {} ACL denies publish, check: exit {code:?}: {verdict}", broker.name, broker.version);
+    assert_eq!(code, Some(69), "cart-a's login under cart-b's prefix must not deliver: {text}");
+    let (connections, log) = watched_daemon(broker.port, "rmq-acl-run", |url| cart(url, "cart-b"));
+    eprintln!("MATRIX {} {} ACL denies publish, daemon: {connections} connections in {WATCH:?}", broker.name, broker.version);
+    assert!(log.contains("the ACL"), "the log names the likely cause:\n{log}");
+    // Backoff 0.5, 1, 2, 4, 8 s (+0-25%): about 6 in 20 s; reset-on-CONNACK made a few hundred.
+    assert!((2..=7).contains(&connections), "{connections} connections in {WATCH:?}");
+    let view = Subscriber::start_as(broker.port, "sonoedge/#", Some(("view", PASSWORD)));
+    let d = Daemon::spawn(&scratch("rmq-acl-view"), &cart(&broker.url(), "cart-a"));
+    let online = || view.on("sonoedge/cart-a/status").iter().any(|m| m.payload["state"] == "online");
+    assert!(wait_for(Duration::from_secs(30), online), "the view never read cart-a's status; log:\n{}", d.log_text());
+    view.publish("sonoedge/cart-a/status", "{\"forged\":true}");
+    let reader = Subscriber::start_as(broker.port, "sonoedge/cart-a/#", Some(("view", PASSWORD)));
+    let stats_after = reader.on("/stats").len() + 2;
+    assert!(wait_for(Duration::from_secs(30), || reader.on("/stats").len() >= stats_after), "no stats; log:\n{}", d.log_text());
+    let forged = view.all().iter().chain(reader.all().iter()).any(|m| m.payload["forged"] == true);
+    assert!(!forged, "the view could publish under a cart's prefix");
+}
+
+/// NATS with the fleet guide's `nats-server.conf` block, on loopback: its TLS files made here
+/// (the guide's CA commands, a broker certificate for localhost, cart-a's), the view's hashed
+/// password replaced by a plain one (NATS takes both).
+fn nats_with_the_fleet_guides_permissions(dir: &Path) -> Option<Foreign> {
+    super::fleet_doc::guide_certificates(dir);
+    let d = |f: &str| dir.join(f).display().to_string();
+    let block = doc_block_under("docs/fleet.md", "## NATS (2.9, MQTT gateway)", "conf");
+    Foreign::nats_with(dir, |mqtt| {
+        super::fleet_doc::substituted(
+            block,
+            &[
+                ("store_dir: /var/lib/nats", format!("store_dir: \"{}\"", d("jetstream"))),
+                ("port: 8883", format!("listen: 127.0.0.1:{mqtt}")),
+                ("/etc/nats/broker.crt", d("broker.crt")),
+                ("/etc/nats/broker.key", d("broker.key")),
+                ("/etc/nats/fleet-ca.crt", d("fleet-ca.crt")),
+                ("\"$2a$11$...\"", format!("\"{PASSWORD}\"")),
+            ],
+        )
+    })
+}
+
+/// Through the guide's NATS permissions with cart-a's certificate: its own prefix delivers; under
+/// cart-b's, NATS acknowledges the denied publish (and drops it) and refuses the probe's
+/// subscription, so `check` says delivery is UNVERIFIED (exit 0: it cannot see from there), and a
+/// daemon keeps its one session, its predictions acknowledged and lost: on NATS only a subscriber
+/// with read access finds such a loss.
+fn nats_fleet_guide_permissions(broker: &Foreign) {
+    let dir = broker.dir();
+    let d = |f: &str| dir.join(f).display().to_string();
+    let cart = |port: u16, device: &str| {
+        let tls =
+            format!("ca_file = \"{}\"\nclient_cert = \"{}\"\nclient_key = \"{}\"", d("fleet-ca.crt"), d("cart-a.crt"), d("cart-a.key"));
+        config(&format!("mqtts://localhost:{port}"), device, SYNTHETIC, &tls)
+    };
+    let (code, text) = check_config(&dir, "nats-own", &cart(broker.port, "cart-a"));
+    assert_eq!(code, Some(0), "cart-a under its own prefix: {text}\nNATS log:\n{}", broker.log_text());
+    let (code, text) = check_config(&dir, "nats-other", &cart(broker.port, "cart-b"));
+    let verdict = text.lines().find(|l| l.starts_with("delivery")).unwrap_or("(no verdict)").to_string();
+    eprintln!("MATRIX {} {} ACL denies publish, check: exit {code:?}: {verdict}", broker.name, broker.version);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("delivery UNVERIFIED"), "cart-a's certificate under cart-b's prefix must not be called delivered: {text}");
+    let (connections, _) =
+        watched_daemon(broker.port, "nats-acl-run", |url| cart(url.rsplit(':').next().unwrap().parse().unwrap(), "cart-b"));
+    eprintln!(
+        "MATRIX {} {} ACL denies publish, daemon: {connections} connections in {WATCH:?} (acknowledged and dropped)",
+        broker.name, broker.version
+    );
+    assert_eq!(connections, 1, "one session, kept");
 }
