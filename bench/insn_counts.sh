@@ -10,30 +10,42 @@
 #   bench/insn_counts.sh count NAME=DIR ...     # e.g. fp32=$M/fp32 int8=$M/int8
 #   bench/insn_counts.sh all NAME=DIR ...       # the three in a row
 #
-# How a figure is obtained: `sonoedge bench --model DIR --threads 1 --warmup 1 --runs N` runs under
-# qemu-user with the plugin bench/insn_split.c, once with N=RUNS_LO and once with N=RUNS_HI; the
-# difference divided by RUNS_HI-RUNS_LO is one run, so loading, optimizing and the load-time check are
-# excluded. One run of `bench` is preprocessing a 1280x720 noise frame plus one inference; the
-# preprocessing is counted separately (the functions of sonoedge::preprocess) and subtracted.
+# How a figure is obtained: `sonoedge bench --model DIR --threads 1 --warmup 0 --runs 2` runs under
+# qemu-user with the plugin bench/insn_split.c (libinsn_split.so), which counts every executed guest
+# instruction and records the count at each CLOCK_MONOTONIC clock_gettime syscall (qemu-user 7.2
+# gives the guest no vDSO, so every `Instant::now()` is one). bench takes three such readings per
+# run: before preprocessing, after it, after the inference. So the count of one inference is exact
+# and from one process: loading, optimizing and the load-time check (two inferences of its own) are
+# outside the counted interval, and so is the preprocessing of bench's 1280x720 noise frame
+# (reported beside it). The counted run is bench's second; its first is printed too (they agree to
+# about a thousand instructions: allocation addresses move memcpy's path a little). The plugin
+# also charges each executed block to its function (the binary's symbol table), per interval.
 # CPUs: aarch64 as cortex-a72 (no dotprod: tract picks its plain NEON int8 kernels) and cortex-a76
-# (dotprod, from the auxiliary vector), armv7 as cortex-a7 (NEON + VFPv4).
+# (dotprod, from the auxiliary vector), armv7 as cortex-a7 (NEON + VFPv4). Under qemu-user
+# /proc/cpuinfo is the host's, so tract's CPU-part detection finds nothing and takes its "Generic"
+# arm64 kernels: right for A72/A76 (tract has special kernels only for A53/A55).
 #
 # The plugins: Debian ships none in qemu-user, so qemu's source package of the SAME version as the
 # installed qemu-user is downloaded with `apt-get source --download-only` (deb-src enabled in
 # /etc/apt/sources.list.d/insn-counts-debsrc.sources), and only tests/plugin/insn.c (qemu's libinsn)
-# and include/qemu/qemu-plugin.h are taken from it. libinsn.so is qemu's own counter (used as the
-# cross-check); libinsn_split.so (bench/insn_split.c) counts the same way and also per function.
+# and include/qemu/qemu-plugin.h are taken from it. libinsn.so is qemu's own counter (the setup's
+# cross-check); libinsn_split.so (bench/insn_split.c) counts the same way (one inline add per
+# instruction) and adds the marks and the per-function split.
+#
+# The binaries are release builds with the symbol table kept (`cargo rustc ... -- -C strip=none`:
+# the release profile's strip = "debuginfo" becomes a full strip with zig as the linker, and qemu
+# needs the symbols for the split; the code is the same, compare `readelf -S` .text sizes).
 #
 # Environment: WORK (default /var/cache/sonoedge/insn-counts: qemu source, plugins, raw counts),
-# CARGO_TARGET_DIR (default /var/cache/sonoedge/target-insn), RUNS_LO (1), RUNS_HI (3),
-# CPUS (default "aarch64:cortex-a72 aarch64:cortex-a76 armv7:cortex-a7").
+# CARGO_TARGET_DIR (default /var/cache/sonoedge/target-insn), RUNS (2), PARALLEL (1: processes at
+# once), CPUS (default "aarch64:cortex-a72 aarch64:cortex-a76 armv7:cortex-a7").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 WORK=${WORK:-/var/cache/sonoedge/insn-counts}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/cache/sonoedge/target-insn}
-RUNS_LO=${RUNS_LO:-1}
-RUNS_HI=${RUNS_HI:-3}
+RUNS=${RUNS:-2}
+PARALLEL=${PARALLEL:-1}
 CPUS=${CPUS:-"aarch64:cortex-a72 aarch64:cortex-a76 armv7:cortex-a7"}
 ZIGLANG_VERSION=0.17.1 # as tests/run-all.sh
 ZIGBUILD_VERSION=0.24.1
@@ -41,6 +53,7 @@ GLIBC=2.31
 N="nice -n 19"
 
 triple() { case $1 in aarch64) echo aarch64-unknown-linux-gnu ;; armv7) echo armv7-unknown-linux-gnueabihf ;; esac; }
+mark_for() { case $1 in aarch64) echo 113 ;; armv7) echo 403 ;; esac; } # clock_gettime(64)
 qemu_for() { case $1 in aarch64) echo "qemu-aarch64 -L /usr/aarch64-linux-gnu" ;; armv7) echo "qemu-arm -L /usr/arm-linux-gnueabihf" ;; esac; }
 
 setup() {
@@ -51,6 +64,7 @@ setup() {
     pkg-config --exists glib-2.0 2>/dev/null || need+=(libglib2.0-dev)
     command -v dpkg-source >/dev/null || need+=(dpkg-dev)
     command -v c++filt >/dev/null || need+=(binutils)
+    [ -x /usr/bin/time ] || need+=(time)
     if [ ${#need[@]} -gt 0 ]; then $N apt-get install -y "${need[@]}"; fi
 
     # qemu's source package, the version of the installed qemu-user (its source version: a binNMU
@@ -108,7 +122,7 @@ build() {
     rustup target add aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf >/dev/null
     local arch
     for arch in aarch64 armv7; do
-        $N cargo-zigbuild build --release --locked --target "$(triple $arch).$GLIBC"
+        $N cargo-zigbuild rustc --release --locked --target "$(triple $arch).$GLIBC" --bin sonoedge -- -C strip=none
     done
 }
 
@@ -116,7 +130,7 @@ count() {
     [ $# -gt 0 ] || { echo "count: give NAME=MODEL_DIR arguments (e.g. fp32=DIR int8=DIR)" >&2; exit 2; }
     local raw=$WORK/raw
     mkdir -p "$raw"
-    local spec name dir cpu arch bin n out
+    local spec name dir cpu arch bin out running=0
     for spec in "$@"; do
         name=${spec%%=*}
         dir=${spec#*=}
@@ -124,18 +138,18 @@ count() {
             arch=${cpu%%:*}
             cpu=${cpu#*:}
             bin=$CARGO_TARGET_DIR/$(triple "$arch")/release/sonoedge
-            for n in "$RUNS_LO" "$RUNS_HI"; do
-                out=$raw/$name.$cpu.runs$n
-                echo "== $name $cpu runs=$n"
-                # shellcheck disable=SC2046
-                /usr/bin/time -f "%e s wall under qemu" $N $(qemu_for "$arch") -cpu "$cpu" \
-                    -plugin "$WORK/plugins/libinsn_split.so,out=$out.split" \
-                    "$bin" bench --model "$dir" --threads 1 --warmup 1 --runs "$n" >"$out.json"
-            done
+            out=$raw/$name.$cpu
+            echo "== $name $cpu: $out.*"
+            # shellcheck disable=SC2046
+            /usr/bin/time -o "$out.time" -f "%e s wall, %M kB max RSS under qemu" $N $(qemu_for "$arch") -cpu "$cpu" \
+                -plugin "$WORK/plugins/libinsn_split.so,out=$out.split,mark=$(mark_for "$arch")" -d plugin -D "$out.qemu.log" \
+                "$bin" bench --model "$dir" --threads 1 --warmup 0 --runs "$RUNS" >"$out.json" 2>"$out.err" &
+            running=$((running + 1))
+            if [ "$running" -ge "$PARALLEL" ]; then wait -n; running=$((running - 1)); fi
         done
     done
-    python3 bench/insn_split.py --raw "$raw" --lo "$RUNS_LO" --hi "$RUNS_HI" --names "$(printf '%s\n' "$@" | cut -d= -f1 | paste -sd,)" \
-        --cpus "$(for c in $CPUS; do printf '%s,' "${c#*:}"; done | sed 's/,$//')"
+    wait
+    python3 bench/insn_split.py --raw "$raw" --runs "$RUNS"
 }
 
 case ${1:-} in
