@@ -23,15 +23,18 @@ from pathlib import Path
 # tract-linalg have plain C names (arm64simd_mmm_..., armv7neon_mmm_..., ..._softmax2_..., ...).
 FAMILIES = [
     ("preprocess (not inference)", r"sonoedge::preprocess|fast_image_resize|^image::|zune_|png::|jpeg"),
-    ("matmul kernel (tract-linalg asm)", r"_mmm_|mmm_(f|i)\d+|_mmv_"),
-    ("packing", r"pack|Pack"),
+    ("matmul kernel, tract's generic Rust (scalar)", r"tract_linalg::generic::mmm"),
+    ("matmul kernel (tract-linalg asm, where its symbol has a size)", r"_mmm_|mmm_(f|i)\d+|_mmv_"),
+    ("matmul driver (run_blocked, scratch, thread-local)", r"mmm::run_blocked|LocalKey<T>::with|mmm::scratch"),
+    ("packing", r"pack|Pack|panel_bytes|im2col|Patcher"),
     ("sonoedge int8 rewrites (DynQuantU8, sums)", r"sonoedge::infer::rewrite"),
-    ("softmax / exp / reductions (tract-linalg)", r"softmax|_max_|_sum_|exp2|reduce|Reduce"),
+    ("fmaf (software, compiler-rt)", r"^fmaf$"),
+    ("softmax / exp / reductions (tract-linalg)", r"softmax|_max_|_sum_|exp2|reduce|Reduce|rms_norm"),
     ("GELU / erf / tanh / sigmoid", r"[Gg]elu|erf|tanh|sigmoid"),
     ("element-wise binary (add, mul, sub, div)", r"binary|Binary|BinMiniOp|mul_|add_|_mul|_add|broadcast"),
-    ("quantize / cast / dequant", r"[Qq]uant|[Cc]ast|cast_|u8|i8"),
+    ("quantize / cast / dequant", r"[Qq]uant|[Cc]ast|cast_|OffsetU8asI8"),
     ("memcpy / allocation", r"memcpy|memmove|memset|malloc|free|alloc"),
-    ("libc, libm, ld.so (no symbol in qemu)", r"^\?$"),
+    ("no symbol: libc, libm, ld.so, and asm kernels whose symbol has no size", r"^\?$"),
 ]
 
 
