@@ -189,11 +189,13 @@ fn run_synthetic(seed: u64, frames: u64, model: &Arc<Model>) -> Seen {
     let (w, h) = (640, 360);
     let cfg = PhantomConfig { width: w, height: h, seed, segment_frames: SEGMENT_FRAMES, fps: 0.0 };
     let (x, y, rw, rh) = roi_for(w, h);
+    let hold = inference_time(model) / 2;
+    eprintln!("synthetic seed {seed}: each frame held {hold:?} (half the slowest of 3 inferences)");
     let id =
         Identity { device_id: "clinical".into(), model_sha256: model.sha256.clone(), preprocess_digest: model.preprocess_digest.clone() };
     let rec = RecordingPublisher::default();
     let parts = Parts {
-        source: Box::new(FirstFrames { inner: SyntheticSource::new(cfg), left: frames, hold: inference_time(model) / 2 }),
+        source: Box::new(FirstFrames { inner: SyntheticSource::new(cfg), left: frames, hold }),
         model: model.clone(),
         publisher: Box::new(rec.clone()),
         region: Region::new(Some([x, y, rw, rh]), None),
@@ -227,7 +229,10 @@ fn run_synthetic(seed: u64, frames: u64, model: &Arc<Model>) -> Seen {
 #[test]
 fn input_states_and_freezes_follow_the_phantom_live_through_the_synthetic_source() {
     let model = demo_model();
-    for seed in [21, 22] {
+    // Under qemu-user a run paced to the model's inference takes minutes (it runs on three ARM
+    // CPUs in CI): one seed there, both on x86-64. The judgement is the same code everywhere.
+    let seeds: &[u64] = if cfg!(target_arch = "x86_64") { &[21, 22] } else { &[21] };
+    for &seed in seeds {
         let frames = 60 * SEGMENT_FRAMES as u64;
         let seen = run_synthetic(seed, frames, &model);
         let phantom =

@@ -1,8 +1,10 @@
 //! The daemon and `check` against the brokers hospitals already run, besides mosquitto: RabbitMQ's
 //! MQTT plugin and NATS's MQTT gateway (Debian 12 packages, private instances on loopback). Each
 //! test covers connect, `check` at QoS 0, 1 and 2, the retained status, every prediction counted
-//! end to end, the Last Will, `protocol = "5"` refused with a log line naming the fix, and QoS 2
-//! over 20 s through a counting proxy (no reconnect storm).
+//! end to end, the Last Will, `protocol = "5"` refused with a log line naming the fix, a broker
+//! restart under a running daemon, QoS 2 over 20 s through a counting proxy (no reconnect storm),
+//! and docs/fleet.md's permissions for that broker run as written: own prefix delivers, another
+//! cart's is reported (and, where the broker disconnects, backed off from).
 //!
 //! Ignored by a plain `cargo test` (RabbitMQ alone takes ~15 s to start, and these would run once
 //! more per ARM target): tests/run-all.sh's interop stage runs them with `--ignored` and
@@ -26,9 +28,10 @@ const WATCH: Duration = Duration::from_secs(20);
 #[ignore = "starts RabbitMQ (~15 s): tests/run-all.sh's interop stage runs it"]
 fn rabbitmq_keeps_status_counts_and_the_last_will_takes_qos_2_as_qos_1_and_reports_an_acl_denial_without_a_storm() {
     let dir = scratch("interop-rabbitmq");
-    let Some(broker) = Foreign::rabbitmq(&dir) else { return };
+    let Some(mut broker) = Foreign::rabbitmq(&dir) else { return };
     common_scenario(&broker, &dir);
     rabbitmq_fleet_guide_permissions(&broker, &dir);
+    broker_restart(&mut broker);
     let (code, text) = check(&dir, &broker, "rmq-q2", 2);
     // RabbitMQ 3.10 answers a QoS 2 publish with a PUBACK and delivers at QoS 1.
     assert_eq!(code, Some(0), "{text}");
@@ -41,8 +44,9 @@ fn rabbitmq_keeps_status_counts_and_the_last_will_takes_qos_2_as_qos_1_and_repor
 #[ignore = "starts NATS: tests/run-all.sh's interop stage runs it"]
 fn nats_keeps_status_counts_and_the_last_will_and_its_qos_2_refusal_is_reported_without_a_storm() {
     let dir = scratch("interop-nats");
-    let Some(broker) = Foreign::nats(&dir) else { return };
+    let Some(mut broker) = Foreign::nats(&dir) else { return };
     common_scenario(&broker, &dir);
+    broker_restart(&mut broker);
     if let Some(guide) = nats_with_the_fleet_guides_permissions(&scratch("interop-nats-acl")) {
         nats_fleet_guide_permissions(&guide);
     }
@@ -145,6 +149,30 @@ fn status_and_counts(broker: &Foreign) {
     std::thread::sleep(Duration::from_millis(500));
     let stats = sub.on("/stats").last().expect("stats").payload.clone();
     assert_every_prediction_counted(&stats, &[&sub]);
+}
+
+/// The broker killed and started again under a running daemon: predictions resume, the daemon
+/// counts the reconnect, and its next `online` says why the session ended.
+fn broker_restart(broker: &mut Foreign) {
+    let device = format!("{}-restart", broker.name.to_lowercase());
+    let sub = Subscriber::start(broker.port, &format!("sonoedge/{device}/#"));
+    let mut d = Daemon::spawn(&scratch(&format!("{device}-run")), &config(&broker.url(), &device, SYNTHETIC, ""));
+    assert!(wait_for(Duration::from_secs(30), || sub.on("/prediction").len() >= 5), "no predictions; log:\n{}", d.log_text());
+    broker.kill();
+    std::thread::sleep(Duration::from_secs(2));
+    broker.restart(Duration::from_secs(120));
+    let back = Instant::now();
+    let resumed = || sub.on("/prediction").into_iter().find(|m| m.at > back);
+    assert!(wait_for(Duration::from_secs(40), || resumed().is_some()), "no prediction after the restart; log:\n{}", d.log_text());
+    let after = resumed().unwrap().at - back;
+    eprintln!("MATRIX {} {} broker restart: predictions again {after:.1?} after it listened", broker.name, broker.version);
+    let said = |p: &serde_json::Value| p["state"] == "online" && p["last_disconnect"].is_string();
+    let online = sub.wait(Duration::from_secs(30), "/status", said);
+    assert!(online.is_some(), "no online status naming the loss after the restart; log:\n{}", d.log_text());
+    d.signal(SIGTERM);
+    assert_eq!(d.wait_exit(Duration::from_secs(15)), Some(0), "log:\n{}", d.log_text());
+    let stats = sub.wait(Duration::from_secs(10), "/stats", |p| p["reconnects"].as_u64() >= Some(1));
+    assert!(stats.is_some(), "no stats counted the reconnect; log:\n{}", d.log_text());
 }
 
 /// A daemon killed with SIGKILL: the broker publishes its Last Will, `offline`.

@@ -59,6 +59,7 @@ fn the_live_view_shows_the_cart_a_state_change_a_new_finding_and_marks_it_stale_
     assert_eq!(found["stale"], false, "a live cart shown as stale: {found}");
     eprintln!("live view, live: {found}");
     let live_png = browser.screenshot(&dir.join("live-view-live.png"));
+    let tablet_png = tablet_portrait_fits(&mut browser, &device, &dir);
 
     // Frozen, its connection open (keep-alive 30 s: no Last Will yet): stale because it went quiet.
     d.signal(SIGSTOP);
@@ -75,8 +76,22 @@ fn the_live_view_shows_the_cart_a_state_change_a_new_finding_and_marks_it_stale_
     assert!(badge.as_str().is_some_and(|b| b.contains("OFFLINE") || b.contains("STALE")), "badge {badge}");
     eprintln!("live view, after SIGKILL: {stale} (badge {badge})");
     let stale_png = browser.screenshot(&dir.join("live-view-stale.png"));
-    eprintln!("screenshots: {} {} {}", live_png.display(), quiet_png.display(), stale_png.display());
+    eprintln!("screenshots: {} {} {} {}", live_png.display(), tablet_png.display(), quiet_png.display(), stale_png.display());
     eprintln!("live view test took {:.1} s", t0.elapsed().as_secs_f64());
+}
+
+/// At a tablet's portrait width (800 x 1280, touch) the page has no horizontal scroll and the cart's
+/// card fits the width; back to the desk size after. Returns the screenshot.
+fn tablet_portrait_fits(browser: &mut Browser, device: &str, dir: &Path) -> PathBuf {
+    let tablet = json!({"width": 800, "height": 1280, "deviceScaleFactor": 1, "mobile": true});
+    browser.call("Emulation.setDeviceMetricsOverride", tablet, true);
+    let card = format!("document.querySelector('article[data-device=\"{device}\"]').getBoundingClientRect().right");
+    let fits = browser.eval(&format!("[document.documentElement.scrollWidth, window.innerWidth, {card}]"));
+    let [scroll, width, right] = [0, 1, 2].map(|i| fits[i].as_f64().unwrap_or(f64::MAX));
+    assert!(scroll <= width && right <= width, "at 800 px wide the page scrolls sideways or the card overflows: {fits}");
+    let png = browser.screenshot(&dir.join("live-view-tablet.png"));
+    browser.call("Emulation.clearDeviceMetricsOverride", json!({}), true);
+    png
 }
 
 fn page_url(ws: u16) -> String {

@@ -79,7 +79,8 @@ fn closed_after_connack(up: Duration, qos: u8) -> Cause {
         "closed-after-connack",
         format!(
             "connection closed by the broker {:.1} s after CONNACK: check {qos2}the ACL, a duplicate device_id \
-             (client-id takeover) or broker limits (max_packet_size, maximum QoS); `sonoedge check` tells which",
+             (client-id takeover) or broker limits (max_packet_size, maximum QoS); `sonoedge check` tells which. \
+             Unless the broker went down: then the next attempt finds nothing listening",
             up.as_secs_f64()
         ),
     )
@@ -218,6 +219,8 @@ mod tests {
         assert_eq!(c.kind, "closed-after-connack");
         assert!(c.text.contains("0.3 s after CONNACK") && c.text.contains("client-id takeover"), "{}", c.text);
         assert!(!c.text.contains("QoS 2 refused"), "{}", c.text);
+        // A broker killed just after CONNACK closes the same way; the line does not pretend to know.
+        assert!(c.text.contains("Unless the broker went down"), "{}", c.text);
         assert_eq!(explain(&e, Some(STABLE), STABLE, 1).kind, "lost");
     }
 
