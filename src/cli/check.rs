@@ -82,8 +82,8 @@ fn try_brokers(cfg: &Config, id: &Identity, labels: &[String]) -> Result<bool, S
     let mut all_ok = true;
     for url in &settings.urls {
         let verdict = Probe { settings: &settings, url, topic: topic.clone(), qos: cfg.mqtt.qos, bytes }.run();
-        let said = Said { url: redact_url(url), topic: topic.clone(), qos: cfg.mqtt.qos, bytes, v5: settings.protocol == Protocol::V5 };
-        for line in said.lines(&verdict) {
+        let version = if settings.protocol == Protocol::V5 { "MQTT 5" } else { "MQTT 3.1.1" };
+        for line in verdict_lines(&verdict, &redact_url(url), version, &topic, cfg.mqtt.qos, bytes) {
             println!("{line}");
         }
         all_ok &= !verdict.fails();
@@ -128,32 +128,18 @@ fn largest_message_bytes(id: &Identity, labels: &[String]) -> usize {
     prediction.max(signals).max(stats.to_string().len() + 25 * 19) + 16
 }
 
-/// What one broker's verdict is printed with.
-struct Said {
-    url: String,
-    topic: String,
-    qos: u8,
-    bytes: usize,
-    /// Probed over MQTT 5 (`mqtt.protocol = "5"`).
-    v5: bool,
-}
-
-impl Said {
-    /// Its reachability, then what delivery did.
-    fn lines(&self, v: &Verdict) -> Vec<String> {
-        let Said { url, topic, qos, bytes, v5 } = self;
-        let (qos, bytes) = (*qos, *bytes);
-        let version = if *v5 { "MQTT 5" } else { "MQTT 3.1.1" };
-        if let Verdict::Unreachable(why) = v {
-            return vec![format!("broker  UNAVAILABLE: {url}: {why} (the daemon would keep retrying)")];
-        }
-        vec![format!("broker  ok: {url} ({version})"), delivery_line(v, topic, qos, bytes)]
+/// What to print for one broker (probed over `version`): its reachability, then what delivery did.
+fn verdict_lines(v: &Verdict, url: &str, version: &str, topic: &str, qos: u8, bytes: usize) -> Vec<String> {
+    match v {
+        Verdict::Unreachable(why) => vec![format!("broker  UNAVAILABLE: {url}: {why} (the daemon would keep retrying)")],
+        _ => vec![format!("broker  ok: {url} ({version})"), delivery_line(v, topic, qos, bytes)],
     }
 }
 
+/// The delivery line of a broker that was reached.
 fn delivery_line(v: &Verdict, topic: &str, qos: u8, bytes: usize) -> String {
     match v {
-        Verdict::Unreachable(why) => format!("broker  UNAVAILABLE: {why}"),
+        Verdict::Unreachable(_) => unreachable!("verdict_lines prints an unreachable broker's line"),
         Verdict::Delivered { ms, granted, acked_as } => {
             let mut notes = Vec::new();
             if *acked_as < qos {
@@ -202,11 +188,10 @@ fn refused(why: Refusal, topic: &str, qos: u8, bytes: usize) -> String {
         Refusal::TopicNameInvalid => "the broker refuses the topic name; check mqtt.topic_prefix and device_id".to_string(),
         _ => "see the broker's log".to_string(),
     };
+    let name = why.name();
     format!(
-        "delivery REFUSED: the broker answered a {bytes}-byte probe at QoS {qos} on {topic} with reason code {} (MQTT 5): \
-         {what}; the daemon counts such messages as refused ({}), never as sent",
-        why.name(),
-        why.name()
+        "delivery REFUSED: the broker answered a {bytes}-byte probe at QoS {qos} on {topic} with reason code {name} (MQTT 5): \
+         {what}; the daemon counts such messages as refused ({name}), never as sent"
     )
 }
 

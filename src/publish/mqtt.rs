@@ -288,9 +288,14 @@ fn send_finding(ctx: &Ctx, shared: &Shared, finding: &Finding) -> bool {
 /// its topic and payload, at most.
 const PUBLISH_OVERHEAD_BYTES: usize = 5 + 2 + 2 + 1;
 
+/// The size of a PUBLISH of `payload_bytes` on `topic` as a Maximum Packet Size counts it, at most.
+pub(crate) fn publish_packet_bytes(topic: &str, payload_bytes: usize) -> usize {
+    topic.len() + payload_bytes + PUBLISH_OVERHEAD_BYTES
+}
+
 /// Whether a publish of `payload` on `topic` fits the server's Maximum Packet Size.
 fn fits(limits: Limits, topic: &str, payload: &[u8]) -> bool {
-    limits.max_packet_bytes.is_none_or(|max| topic.len() + payload.len() + PUBLISH_OVERHEAD_BYTES <= max as usize)
+    limits.max_packet_bytes.is_none_or(|max| publish_packet_bytes(topic, payload.len()) <= max as usize)
 }
 
 /// Hands one prediction to the client: taken, the client's channel is full, or refused as larger

@@ -12,7 +12,7 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant, SystemTime};
 
 use super::mqtt::wire::{self, WireClient, WireConnection, WireEvent};
-use super::mqtt::{close_reason, probe_options, MqttSettings};
+use super::mqtt::{close_reason, probe_options, publish_packet_bytes, MqttSettings};
 use super::Refusal;
 
 /// How long to wait for each step (CONNACK, SUBACK, the acknowledgement) and for the echo.
@@ -196,7 +196,7 @@ impl Session<'_> {
         if let Some(max) = max_qos.filter(|&m| m < qos) {
             return Attempt::QosAbove { max };
         }
-        if let Some(max) = max_packet.filter(|&m| (m as usize) < packet_bytes(self.topic, bytes)) {
+        if let Some(max) = max_packet.filter(|&m| (m as usize) < publish_packet_bytes(self.topic, bytes)) {
             return Attempt::TooLarge { max };
         }
         let granted = match self.subscribe(qos) {
@@ -277,12 +277,6 @@ impl Session<'_> {
 
 fn is_echo(e: &WireEvent, nonce: &str) -> bool {
     matches!(e, WireEvent::Message(payload) if payload.windows(nonce.len()).any(|w| w == nonce.as_bytes()))
-}
-
-/// The size of the probe's PUBLISH packet as MQTT 5 counts it against a Maximum Packet Size (an
-/// upper bound: fixed header with a 4-byte length, topic, packet id, empty properties).
-fn packet_bytes(topic: &str, bytes: usize) -> usize {
-    1 + 4 + 2 + topic.len() + 2 + 1 + bytes
 }
 
 /// Unique per probe, so an old retained or queued probe is never taken for this one.

@@ -35,10 +35,7 @@ enum Failure<'a> {
 /// `stable` how long a session must last before a close no longer counts as "right after CONNACK",
 /// `qos` the configured QoS (2 is the likeliest cause of such a close: NATS takes 0 and 1 only).
 pub fn explain(e: &WireError, up_for: Option<Duration>, stable: Duration, qos: u8) -> Cause {
-    let (failure, text) = match e {
-        WireError::V4(e) => (failure4(e), e.to_string()),
-        WireError::V5(e) => (failure5(e), e.to_string()),
-    };
+    let (failure, text) = classify(e);
     match (failure, up_for) {
         (Failure::Known(c), _) => c,
         (Failure::ClosedByPeer, None) if matches!(e, WireError::V5(_)) => cause(
@@ -63,13 +60,18 @@ pub fn explain(e: &WireError, up_for: Option<Duration>, stable: Duration, qos: u
 /// Why the broker ended a session or refused one, for `check`'s probe: the refused CONNECT's code
 /// or an MQTT 5 server's DISCONNECT reason where there is one, else rumqttc's words.
 pub fn close_reason(e: &WireError) -> String {
-    let (failure, text) = match e {
-        WireError::V4(e) => (failure4(e), e.to_string()),
-        WireError::V5(e) => (failure5(e), e.to_string()),
-    };
+    let (failure, text) = classify(e);
     match failure {
         Failure::Known(c) => c.text,
         _ => text,
+    }
+}
+
+/// What `e` was, whichever version reported it, and rumqttc's words for it.
+fn classify(e: &WireError) -> (Failure<'_>, String) {
+    match e {
+        WireError::V4(e) => (failure4(e), e.to_string()),
+        WireError::V5(e) => (failure5(e), e.to_string()),
     }
 }
 
