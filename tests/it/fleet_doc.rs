@@ -29,14 +29,24 @@ fn the_fleet_guides_mosquitto_acl_keeps_each_cart_under_its_own_prefix_and_the_v
     let (code, text) = check(&dir, "other", &cart("cart-b", "cart-a"));
     assert_eq!(code, Some(69), "cart-a's credentials under cart-b's prefix must not deliver: {text}");
 
-    let view = Subscriber::start_as(broker.port, "sonoedge/#", Some(("view", PASSWORD)));
     let d = Daemon::spawn(&dir, &cart("cart-a", "cart-a"));
+    view_reads_and_cannot_publish(broker.port, &d);
+}
+
+/// The view (user `view`) reads cart-a's status while `daemon` runs as cart-a, and its publish
+/// under cart-a's prefix never arrives: a second reader with the view's login then sees two more
+/// stats and no forged message (RabbitMQ disconnects the view for that publish, so the view's own
+/// subscription may stop reading).
+pub fn view_reads_and_cannot_publish(port: u16, daemon: &Daemon) {
+    let view = Subscriber::start_as(port, "sonoedge/#", Some(("view", PASSWORD)));
     let online = || view.on("sonoedge/cart-a/status").iter().any(|m| m.payload["state"] == "online");
-    assert!(wait_for(Duration::from_secs(30), online), "the view never read cart-a's status; log:\n{}", d.log_text());
+    assert!(wait_for(Duration::from_secs(30), online), "the view never read cart-a's status; log:\n{}", daemon.log_text());
     view.publish("sonoedge/cart-a/status", "{\"forged\":true}");
-    let stats_after = view.on("/stats").len() + 2;
-    assert!(wait_for(Duration::from_secs(30), || view.on("/stats").len() >= stats_after), "no stats; log:\n{}", d.log_text());
-    assert!(!view.all().iter().any(|m| m.payload["forged"] == true), "the view could publish under a cart's prefix");
+    let reader = Subscriber::start_as(port, "sonoedge/cart-a/#", Some(("view", PASSWORD)));
+    let stats_after = reader.on("/stats").len() + 2;
+    assert!(wait_for(Duration::from_secs(30), || reader.on("/stats").len() >= stats_after), "no stats; log:\n{}", daemon.log_text());
+    let forged = view.all().iter().chain(reader.all().iter()).any(|m| m.payload["forged"] == true);
+    assert!(!forged, "the view could publish under a cart's prefix");
 }
 
 /// The body of the first fenced block in `file` whose info string is `lang`.

@@ -15,7 +15,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use super::daemon_mqtt::{assert_every_prediction_counted, config, SYNTHETIC};
-use super::fleet_doc::{check as check_config, doc_block_under, PASSWORD};
+use super::fleet_doc::{check as check_config, doc_block_under, view_reads_and_cannot_publish, PASSWORD};
 use crate::common::foreign::{CountingProxy, Foreign};
 use crate::common::*;
 
@@ -121,15 +121,12 @@ fn mqtt5_is_refused_and_the_log_names_the_fix(broker: &Foreign) {
 
 /// `sonoedge check` at `qos`: its exit code and output, also printed as a MATRIX line.
 fn check(dir: &Path, broker: &Foreign, device: &str, qos: u8) -> (Option<i32>, String) {
-    let cfg = dir.join(format!("check-{device}.toml"));
-    std::fs::write(&cfg, config(&broker.url(), device, SYNTHETIC, &format!("qos = {qos}"))).unwrap();
     let t0 = Instant::now();
-    let out = sonoedge().args(["check", "--config"]).arg(&cfg).output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (code, text) = check_config(dir, device, &config(&broker.url(), device, SYNTHETIC, &format!("qos = {qos}")));
     let delivery = text.lines().find(|l| l.starts_with("delivery") || l.starts_with("broker  UNAVAILABLE")).unwrap_or("(no verdict)");
     let secs = t0.elapsed().as_secs_f64();
-    eprintln!("MATRIX {} {} check qos={qos}: exit {:?} in {secs:.1} s: {delivery}", broker.name, broker.version, out.status.code());
-    (out.status.code(), text)
+    eprintln!("MATRIX {} {} check qos={qos}: exit {code:?} in {secs:.1} s: {delivery}", broker.name, broker.version);
+    (code, text)
 }
 
 /// Online retained for a late subscriber, predictions, a clean stop with `stopped` retained, and
@@ -189,13 +186,8 @@ fn last_will(broker: &Foreign) {
 
 /// Runs a daemon with `qos = 2` through a counting proxy for [`WATCH`]; the connections it made.
 fn connections_with_qos_2(broker: &Foreign, device: &str) -> usize {
-    let proxy = CountingProxy::start(broker.port);
     let sub = Subscriber::start(broker.port, &format!("sonoedge/{device}/status"));
-    let mut d = Daemon::spawn(&scratch(&format!("{device}-run")), &config(&proxy.url(), device, SYNTHETIC, "qos = 2"));
-    std::thread::sleep(WATCH);
-    let connections = proxy.connections();
-    d.signal(SIGTERM);
-    d.wait_exit(Duration::from_secs(15));
+    let (connections, _) = watched_daemon(broker.port, &format!("{device}-run"), |url| config(url, device, SYNTHETIC, "qos = 2"));
     let flips = sub.on("/status").windows(2).filter(|w| w[0].payload["state"] != w[1].payload["state"]).count();
     let rate = match connections {
         1 => "one session, kept".to_string(),
@@ -251,16 +243,8 @@ fn rabbitmq_fleet_guide_permissions(broker: &Foreign, dir: &Path) {
     assert!(log.contains("the ACL"), "the log names the likely cause:\n{log}");
     // Backoff 0.5, 1, 2, 4, 8 s (+0-25%): about 6 in 20 s; reset-on-CONNACK made a few hundred.
     assert!((2..=7).contains(&connections), "{connections} connections in {WATCH:?}");
-    let view = Subscriber::start_as(broker.port, "sonoedge/#", Some(("view", PASSWORD)));
     let d = Daemon::spawn(&scratch("rmq-acl-view"), &cart(&broker.url(), "cart-a"));
-    let online = || view.on("sonoedge/cart-a/status").iter().any(|m| m.payload["state"] == "online");
-    assert!(wait_for(Duration::from_secs(30), online), "the view never read cart-a's status; log:\n{}", d.log_text());
-    view.publish("sonoedge/cart-a/status", "{\"forged\":true}");
-    let reader = Subscriber::start_as(broker.port, "sonoedge/cart-a/#", Some(("view", PASSWORD)));
-    let stats_after = reader.on("/stats").len() + 2;
-    assert!(wait_for(Duration::from_secs(30), || reader.on("/stats").len() >= stats_after), "no stats; log:\n{}", d.log_text());
-    let forged = view.all().iter().chain(reader.all().iter()).any(|m| m.payload["forged"] == true);
-    assert!(!forged, "the view could publish under a cart's prefix");
+    view_reads_and_cannot_publish(broker.port, &d);
 }
 
 /// NATS with the fleet guide's `nats-server.conf` block, on loopback: its TLS files made here

@@ -151,16 +151,10 @@ fn on_mqtt5_why_a_session_ended_is_on_the_next_status() {
 fn check5(name: &str, broker_conf: impl FnOnce(&std::path::Path) -> String, extra: &str) -> (Option<i32>, String) {
     let dir = scratch(&format!("mqtt5-check-{name}"));
     let broker = Broker::start(&dir, &broker_conf(&dir));
-    let cfg = dir.join("check.toml");
-    std::fs::write(&cfg, config(&broker.url(), &format!("v5-check-{name}"), SYNTHETIC, &format!("{V5}\n{extra}"))).unwrap();
-    let out = sonoedge().args(["check", "--config"]).arg(&cfg).output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    eprintln!(
-        "check over MQTT 5, {name}: exit {:?}: {}",
-        out.status.code(),
-        text.lines().find(|l| l.starts_with("delivery")).unwrap_or("-")
-    );
-    (out.status.code(), text)
+    let cfg = config(&broker.url(), &format!("v5-check-{name}"), SYNTHETIC, &format!("{V5}\n{extra}"));
+    let (code, text) = super::fleet_doc::check(&dir, name, &cfg);
+    eprintln!("check over MQTT 5, {name}: exit {code:?}: {}", text.lines().find(|l| l.starts_with("delivery")).unwrap_or("-"));
+    (code, text)
 }
 
 #[test]
