@@ -60,6 +60,7 @@ setup_quick() {
     local need=()
     command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
     command -v openssl >/dev/null || need+=(openssl)
+    command -v mosquitto_sub >/dev/null || need+=(mosquitto-clients)   # the fleet guide's consumer commands, run as written
     # bindgen needs libclang itself (libclang-NN.so.N or libclang.so): libclang-cpp, which LLVM's
     # tools bring in, matches a looser glob but is not it (a fresh machine failed on exactly that).
     compgen -G "/usr/lib/llvm-*/lib/libclang.so*" >/dev/null || compgen -G "/usr/lib/llvm-*/lib/libclang-[0-9]*.so*" >/dev/null ||
@@ -120,11 +121,16 @@ runner_for() {
 
 # Cross test runs: the test binaries run under qemu-user (cargo's runner, .cargo/config.toml); the
 # daemon they spawn goes through SONOEDGE_TEST_RUNNER; deadlines are scaled, never timings.
-cross_tests() { # cross_tests TARGET QEMU_CPU NAME
-    local target=$1 cpu=$2 name=$3
+cross_tests() { # cross_tests TARGET QEMU_CPU NAME [FILTER...]: FILTERs as libtest's (substrings of test names)
+    local target=$1 cpu=$2 name=$3; shift 3
     QEMU_CPU=$cpu SONOEDGE_TEST_RUNNER="$(runner_for "$target")" SONOEDGE_TEST_TIME_SCALE=10 \
-        run_tests "$name" cargo-zigbuild test --workspace --all-targets --locked --target "$(zig_target "$target")"
+        run_tests "$name" cargo-zigbuild test --workspace --all-targets --locked --target "$(zig_target "$target")" -- "$@"
 }
+
+# The Cortex-A76 run (dotprod, fp16) takes only the tests whose results come from tract's kernels,
+# which are what differ from the A72: tract picks other int8 and f16 kernels there. Everything else
+# (capture, clinical, MQTT, config...) runs the same NEON code as on the A72, so it runs once, there.
+A76_FILTERS=(infer:: golden:: model_contract:: demo_model:: eval_cli::)
 
 classify_json() { # classify_json RUNNER BINARY: probabilities of the fixtures, one JSON line each
     $1 "$2" classify --model models/tiny-random/fp32 tests/fixtures/images/*.png tests/fixtures/images/*.jpg 2>/dev/null
@@ -165,18 +171,26 @@ compare_lists() {
     fi
     comm -23 "$logs/x.all" "$logs/x86-only" >"$logs/x.names"
     for t in "${X86_ONLY_TESTS[@]}"; do echo "x86-64 only: $t"; done
+    # The A76 list must equal x86-64's names that A76_FILTERS select, matched as libtest matches them.
+    awk -v f="${A76_FILTERS[*]}" 'BEGIN { n = split(f, fs, " ") }
+        { t = substr($0, index($0, "::") + 2); for (i = 1; i <= n; i++) if (index(t, fs[i])) { print; next } }' \
+        "$logs/x.names" >"$logs/x.a76"
+    [ -s "$logs/x.a76" ] || { echo "FAIL: A76_FILTERS (${A76_FILTERS[*]}) select none of x86_64's tests"; return 1; }
     for name in aarch64-a72 aarch64-a76 armv7; do
+        local want=$logs/x.names what="the same"
+        [ "$name" != aarch64-a76 ] || { want=$logs/x.a76; what="A76_FILTERS' share of the"; }
         sed 's/ .*//' "$logs/$name.list" | sort >"$logs/a.names"
-        if ! diff "$logs/x.names" "$logs/a.names" >"$logs/diff"; then
+        if ! diff "$want" "$logs/a.names" >"$logs/diff"; then
             echo "FAIL: $name ran a different set of tests than x86_64 (minus X86_ONLY_TESTS):"; cat "$logs/diff"; return 1
         fi
-        echo "$name: the same $(wc -l <"$logs/a.names") tests as x86_64 (${#X86_ONLY_TESTS[@]} x86-64 only)"
+        echo "$name: $what $(wc -l <"$logs/a.names") tests as x86_64 (${#X86_ONLY_TESTS[@]} x86-64 only)"
     done
 }
 
 lint() { # formatting and clippy, before any long build (x86-64 only: the lints are the same on ARM)
     cargo fmt --all --check
     cargo clippy --workspace --all-targets --locked -- -D warnings
+    tests/deb/same-features.sh   # the .deb stage reuses the test build's tract
 }
 
 # The README's first command, read out of README.md (the first line of the sh block under
@@ -258,16 +272,16 @@ for target in "${ARM_TARGETS[@]}"; do
     stage "build-${target%%-*}" cargo-zigbuild test --workspace --all-targets --no-run --locked --target "$(zig_target "$target")"
 done
 stage test-aarch64-a72 cross_tests aarch64-unknown-linux-gnu cortex-a72 aarch64-a72
-stage test-aarch64-a76 cross_tests aarch64-unknown-linux-gnu cortex-a76 aarch64-a76
+stage test-aarch64-a76 cross_tests aarch64-unknown-linux-gnu cortex-a76 aarch64-a76 "${A76_FILTERS[@]}"
 stage test-armv7 cross_tests armv7-unknown-linux-gnueabihf cortex-a7 armv7
 stage compare-test-lists compare_lists
 stage classify-parity parity
 stage glibc glibc_check
-# The dev profile, not release: a release .deb would not reuse the front door's release build either.
-# The package is built with --no-default-features; without rumqttd, crates tract depends on lose
-# features (smallvec's const_generics comes from rumqttd -> axum -> hyper; also once_cell, memchr:
-# `cargo tree -e features -i smallvec`), so tract is compiled again in either profile, and the dev
-# profile (no LTO, dependencies at opt-level 2) is the cheaper of the two.
+# The dev profile, not release: the package is built with --no-default-features, so a release .deb
+# could not reuse the front door's release build (tract compiled a third time). In the dev profile
+# it reuses the x86-64 test build's tract: Cargo.toml's "Feature unification" block gives tract's
+# tree the same features without rumqttd and the dev-dependencies (checked in the lint stage by
+# tests/deb/same-features.sh).
 export SONOEDGE_DEB_PROFILE=dev   # see deploy/debian/build-debs.sh
 stage deb tests/deb/check.sh
 stage vm-vivid vm_tests
