@@ -111,46 +111,76 @@ pub fn substituted(mut text: String, pairs: &[(&str, String)]) -> String {
     text
 }
 
-#[test]
-fn the_fleet_guides_mosquitto_tls_listener_takes_one_certificate_per_cart_as_its_username() {
-    let dir = scratch("fleet-tls");
-    guide_certificates(&dir);
-    std::fs::write(dir.join("sonoedge.acl"), doc_block("docs/fleet.md", "acl")).unwrap();
-    let passwd = password_file(&dir, &["view"]);
-    let (tls, ws) = (free_port(), free_port());
-    let d = |f: &str| dir.join(f).display().to_string();
-    let conf = substituted(
-        doc_block_under("docs/fleet.md", "## mosquitto (2.0, Debian 12)", "conf"),
-        &[
-            ("/etc/mosquitto/passwd", passwd.display().to_string()),
-            ("/etc/mosquitto/sonoedge.acl", d("sonoedge.acl")),
-            ("/etc/mosquitto/ca/fleet-ca.crt", d("fleet-ca.crt")),
-            ("/etc/mosquitto/certs/broker.crt", d("broker.crt")),
-            ("/etc/mosquitto/certs/broker.key", d("broker.key")),
-            ("listener 8883", format!("listener {tls} 127.0.0.1")),
-            ("listener 8081", format!("listener {ws} 127.0.0.1")),
-            ("persistence true", "persistence false".into()),
-        ],
-    );
-    let broker = Broker::start_with_conf(&dir, &conf);
-    assert!(wait_for(Duration::from_secs(10), || std::net::TcpStream::connect(("127.0.0.1", tls)).is_ok()), "no TLS listener");
-    let cart = |device: &str, cert: Option<&str>| {
+/// The guide's mosquitto.conf and ACL (its "mosquitto" section, run as written but for ports and
+/// paths) with its certificates in `dir`: `tls` is the carts' listener (8883), `ws` the view's
+/// websockets listener with TLS (8081), `broker.port` a plain listener for the tests' readers.
+pub struct GuideBroker {
+    pub broker: Broker,
+    pub tls: u16,
+    pub ws: u16,
+}
+
+impl GuideBroker {
+    pub fn start(dir: &std::path::Path) -> GuideBroker {
+        guide_certificates(dir);
+        std::fs::write(dir.join("sonoedge.acl"), doc_block("docs/fleet.md", "acl")).unwrap();
+        let passwd = password_file(dir, &["view"]);
+        let (tls, ws) = (free_port(), free_port());
+        let d = |f: &str| dir.join(f).display().to_string();
+        let conf = substituted(
+            doc_block_under("docs/fleet.md", "## mosquitto (2.0, Debian 12)", "conf"),
+            &[
+                ("/etc/mosquitto/passwd", passwd.display().to_string()),
+                ("/etc/mosquitto/sonoedge.acl", d("sonoedge.acl")),
+                ("/etc/mosquitto/ca/fleet-ca.crt", d("fleet-ca.crt")),
+                ("/etc/mosquitto/certs/broker.crt", d("broker.crt")),
+                ("/etc/mosquitto/certs/broker.key", d("broker.key")),
+                ("listener 8883", format!("listener {tls} 127.0.0.1")),
+                ("listener 8081", format!("listener {ws} 127.0.0.1")),
+                ("persistence true", "persistence false".into()),
+            ],
+        );
+        let broker = Broker::start_with_conf(dir, &conf);
+        assert!(wait_for(Duration::from_secs(10), || std::net::TcpStream::connect(("127.0.0.1", tls)).is_ok()), "no TLS listener");
+        GuideBroker { broker, tls, ws }
+    }
+
+    /// A cart's config for the TLS listener, with the certificate `cert` (its .crt and .key in `dir`).
+    pub fn cart(&self, dir: &std::path::Path, device: &str, cert: Option<&str>) -> String {
+        let d = |f: &str| dir.join(f).display().to_string();
         let mut mqtt = format!("ca_file = \"{}\"", d("fleet-ca.crt"));
         if let Some(c) = cert {
             mqtt += &format!("\nclient_cert = \"{}\"\nclient_key = \"{}\"", d(&format!("{c}.crt")), d(&format!("{c}.key")));
         }
-        config(&format!("mqtts://localhost:{tls}"), device, SYNTHETIC, &mqtt)
-    };
-    let (code, text) = check(&dir, "own", &cart("cart-a", Some("cart-a")));
+        config(&format!("mqtts://localhost:{}", self.tls), device, SYNTHETIC, &mqtt)
+    }
+}
+
+/// A client certificate from the guide's fleet CA (made by [`guide_certificates`]) with CN `cn`:
+/// `cn.crt` and `cn.key` in `dir`.
+pub fn client_certificate(dir: &std::path::Path, cn: &str) {
+    let cmd = format!(
+        "openssl req -newkey rsa:2048 -nodes -keyout {cn}.key -out {cn}.csr -subj /CN={cn} 2>/dev/null && \
+         openssl x509 -req -in {cn}.csr -CA fleet-ca.crt -CAkey fleet-ca.key -CAcreateserial -days 2 -out {cn}.crt 2>/dev/null && \
+         chmod 644 {cn}.key {cn}.crt"
+    );
+    assert!(Command::new("bash").arg("-c").arg(cmd).current_dir(dir).status().unwrap().success(), "openssl: certificate for {cn}");
+}
+
+#[test]
+fn the_fleet_guides_mosquitto_tls_listener_takes_one_certificate_per_cart_as_its_username() {
+    let dir = scratch("fleet-tls");
+    let g = GuideBroker::start(&dir);
+    let (code, text) = check(&dir, "own", &g.cart(&dir, "cart-a", Some("cart-a")));
     assert_eq!(code, Some(0), "cart-a with its certificate: {text}");
-    let (code, text) = check(&dir, "other", &cart("cart-b", Some("cart-a")));
+    let (code, text) = check(&dir, "other", &g.cart(&dir, "cart-b", Some("cart-a")));
     assert_eq!(code, Some(69), "cart-a's certificate under cart-b's prefix must not deliver: {text}");
-    let (code, text) = check(&dir, "none", &cart("cart-a", None));
+    let (code, text) = check(&dir, "none", &g.cart(&dir, "cart-a", None));
     assert_eq!(code, Some(69), "no client certificate, no session: {text}");
     assert!(text.contains("broker  UNAVAILABLE"), "{text}");
     // The view reads over the plain listener with its password; the carts' certificates are theirs.
-    let view = Subscriber::start_as(broker.port, "sonoedge/#", Some(("view", PASSWORD)));
-    let daemon = Daemon::spawn(&dir, &cart("cart-a", Some("cart-a")));
+    let view = Subscriber::start_as(g.broker.port, "sonoedge/#", Some(("view", PASSWORD)));
+    let daemon = Daemon::spawn(&dir, &g.cart(&dir, "cart-a", Some("cart-a")));
     let online = || view.on("sonoedge/cart-a/status").iter().any(|m| m.payload["state"] == "online");
     assert!(wait_for(Duration::from_secs(30), online), "the view never read cart-a's status; log:\n{}", daemon.log_text());
 }
@@ -161,10 +191,7 @@ fn the_fleet_guides_bridge_forwards_status_state_findings_and_stats_to_the_centr
     guide_certificates(&dir);
     // The central broker: TLS with client certificates; the bridge's CN is its username and, as the
     // guide says, it may write hospital/ward3/# only.
-    let bridge_cert = "openssl req -newkey rsa:2048 -nodes -keyout ward3-bridge.key -out ward3-bridge.csr -subj /CN=ward3-bridge 2>/dev/null && \
-                       openssl x509 -req -in ward3-bridge.csr -CA fleet-ca.crt -CAkey fleet-ca.key -CAcreateserial -days 2 -out ward3-bridge.crt 2>/dev/null && \
-                       chmod 644 *.key *.crt";
-    assert!(Command::new("bash").arg("-c").arg(bridge_cert).current_dir(&dir).status().unwrap().success());
+    client_certificate(&dir, "ward3-bridge");
     // (The first line, before any `user`, is for anonymous clients: the test's reader below.)
     std::fs::write(dir.join("central.acl"), "topic read hospital/#\nuser ward3-bridge\ntopic readwrite hospital/ward3/#\n").unwrap();
     let d = |f: &str| dir.join(f).display().to_string();
@@ -210,4 +237,112 @@ fn the_fleet_guides_bridge_forwards_status_state_findings_and_stats_to_the_centr
     let late = Subscriber::start(central.port, "hospital/ward3/sonoedge/cart-a/status");
     let m = late.wait(Duration::from_secs(10), "/status", |_| true).expect("the retained status at the central broker");
     assert!(m.retained, "{m:?}");
+}
+
+#[test]
+fn the_fleet_guides_shared_subscription_gives_each_live_finding_to_one_archiver_and_a_retained_one_to_each() {
+    const FINDING: &str = "sonoedge/cart-a/finding";
+    let dir = scratch("fleet-share");
+    let g = GuideBroker::start(&dir);
+    client_certificate(&dir, "archiver");
+    let consumer = substituted(
+        doc_block_under("docs/fleet.md", "## Consumers with shared subscriptions", "sh"),
+        &[("-h broker", "-h localhost".into()), ("-p 8883", format!("-p {}", g.tls))],
+    )
+    .trim()
+    .to_string();
+    // A finding retained before anyone subscribes: mosquitto 2.0 sends it to every member as it
+    // subscribes (as to a plain subscription), live ones to one member each.
+    publish_as_cart_a(&dir, g.tls, FINDING, "-r", "{\"n\":0}\n");
+    let members = [Lines::spawn(&dir, &consumer), Lines::spawn(&dir, &consumer)];
+    let plain = Lines::spawn(&dir, &consumer.replace("$share/archivers/", ""));
+    let retained = wait_for(Duration::from_secs(20), || plain.got().iter().any(|l| l == "{\"n\":0}"));
+    assert!(retained, "a plain subscription as the archiver did not get the retained finding: {:?}", plain.got());
+    // Until both members are subscribed, messages go to one only: publish until each got one.
+    let mut warm = 0;
+    let both = wait_for(Duration::from_secs(20), || {
+        warm += 1;
+        publish_as_cart_a(&dir, g.tls, FINDING, "", &format!("{{\"warm\":{warm}}}\n"));
+        members.iter().all(|m| m.got().iter().any(|l| l.contains("warm")))
+    });
+    assert!(both, "both members never got a message: {:?} / {:?}", members[0].got(), members[1].got());
+    let batch: String = (1..=20).map(|n| format!("{{\"n\":{n}}}\n")).collect();
+    publish_as_cart_a(&dir, g.tls, FINDING, "", &batch);
+    let numbered = |m: &Lines| m.got().into_iter().filter(|l| l.starts_with("{\"n\":") && l != "{\"n\":0}").collect::<Vec<_>>();
+    let all_in = wait_for(Duration::from_secs(20), || members.iter().map(|m| numbered(m).len()).sum::<usize>() >= 20);
+    assert!(all_in, "the members got {:?} / {:?} of 20", numbered(&members[0]), numbered(&members[1]));
+    std::thread::sleep(Duration::from_millis(500)); // a duplicate would be in by now
+    let (a, b) = (numbered(&members[0]), numbered(&members[1]));
+    let mut got: Vec<String> = a.iter().chain(&b).cloned().collect();
+    let mut want: Vec<String> = batch.lines().map(String::from).collect();
+    got.sort();
+    want.sort();
+    assert_eq!(got, want, "each of the 20 live findings to exactly one member (members: {a:?} / {b:?})");
+    assert!(!a.is_empty() && !b.is_empty(), "one member got everything: {a:?} / {b:?}");
+    let retained_to = members.iter().map(|m| m.got().iter().filter(|l| *l == "{\"n\":0}").count()).collect::<Vec<_>>();
+    assert_eq!(retained_to, [1, 1], "the retained finding, once to each member as it subscribed");
+    eprintln!("shared subscription: 20 live findings split {} / {}; the retained one to each member once", a.len(), b.len());
+    // The archiver may read findings only. mosquitto 2.0 grants a subscription outside the read ACL
+    // (SUBACK QoS 1) and then delivers nothing on it: nothing fails where the consumer can see it.
+    // (stdbuf: mosquitto_sub buffers its debug lines when stdout is a pipe)
+    let status = Lines::spawn(&dir, &format!("stdbuf -oL {} -d", consumer.replace("/finding", "/status")));
+    let granted = wait_for(Duration::from_secs(20), || status.got().iter().any(|l| l.starts_with("Subscribed (mid: 1): 1")));
+    assert!(granted, "mosquitto_sub's SUBACK for a topic outside the archiver's ACL: {:?}", status.got());
+    publish_as_cart_a(&dir, g.tls, "sonoedge/cart-a/status", "", "{\"state\":\"online\"}\n");
+    std::thread::sleep(Duration::from_secs(1));
+    let leaked = status.got().into_iter().filter(|l| l.contains("online")).collect::<Vec<_>>();
+    assert!(leaked.is_empty(), "the archiver read a status outside its ACL: {leaked:?}");
+}
+
+/// `mosquitto_pub` as cart-a (its certificate, the TLS listener): each line of `lines` one message
+/// on `topic` at QoS 1, with `flags` (e.g. `-r`).
+fn publish_as_cart_a(dir: &std::path::Path, tls: u16, topic: &str, flags: &str, lines: &str) {
+    let mut child = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "mosquitto_pub -h localhost -p {tls} --cafile fleet-ca.crt --cert cart-a.crt --key cart-a.key -t {topic} -q 1 {flags} -l"
+        ))
+        .current_dir(dir)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), lines.as_bytes()).unwrap();
+    assert!(child.wait().unwrap().success(), "mosquitto_pub as cart-a failed");
+}
+
+/// A shell command (run in `dir`) whose stdout lines are collected as they come; killed on drop.
+struct Lines {
+    child: std::process::Child,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Lines {
+    fn spawn(dir: &std::path::Path, cmd: &str) -> Lines {
+        let mut child = Command::new("bash")
+            .arg("-c")
+            .arg(format!("exec {cmd}"))
+            .current_dir(dir)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (sink, out) = (lines.clone(), child.stdout.take().unwrap());
+        std::thread::spawn(move || {
+            for line in std::io::BufRead::lines(std::io::BufReader::new(out)).map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Lines { child, lines }
+    }
+
+    fn got(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Lines {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
