@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use super::daemon_mqtt::{config, SYNTHETIC};
+use super::fleet_doc::{GuideBroker, PASSWORD};
 use crate::common::*;
 
 const SIGKILL: i32 = 9;
@@ -37,7 +38,7 @@ fn the_live_view_shows_the_cart_a_state_change_a_new_finding_and_marks_it_stale_
     let ws = free_port();
     let broker = Broker::start(&dir, &format!("listener {ws} 127.0.0.1\nprotocol websockets"));
     let device = format!("view-{}", std::process::id());
-    let mut browser = Browser::launch(&dir, &page_url(ws));
+    let mut browser = Browser::launch(&dir, &page_url(ws), &[]);
     let started = browser.eval("new Date().toISOString()").as_str().unwrap().to_string();
     let mut d = Daemon::spawn(&dir, &config(&broker.url(), &device, SYNTHETIC, "keep_alive_s = 30"));
     let log = |d: &Daemon| format!("daemon log:\n{}\nchromium log: {}", d.log_text(), dir.join("chromium.log").display());
@@ -80,6 +81,65 @@ fn the_live_view_shows_the_cart_a_state_change_a_new_finding_and_marks_it_stale_
     eprintln!("live view test took {:.1} s", t0.elapsed().as_secs_f64());
 }
 
+#[test]
+#[ignore = "needs Chromium (apt-get install chromium): tests/run-all.sh's live-view stage runs it"]
+fn the_live_view_reads_the_fleet_guides_wss_listener_with_the_views_password_and_shows_why_a_wrong_one_fails() {
+    let dir = scratch("live-view-wss");
+    let g = GuideBroker::start(&dir);
+    // The desk machine trusts the broker's certificate: here by its key (the guide installs the CA).
+    let trust = format!("--ignore-certificate-errors-spki-list={}", spki_sha256(&dir.join("broker.crt")));
+    let url = format!("{}?url=wss://localhost:{}&prefix=sonoedge&username=view", page_file(), g.ws);
+    let mut browser = Browser::launch(&dir, &url, &[trust]);
+    let d = Daemon::spawn(&dir, &g.cart(&dir, "cart-a", Some("cart-a")));
+
+    // As the user does it: the password typed into the form (never in the URL), Connect pressed.
+    let press_connect = |b: &mut Browser, password: &str| {
+        b.eval(&format!(
+            "document.getElementById('f-pass').value = {}; document.getElementById('settings').requestSubmit(); true",
+            json!(password)
+        ));
+    };
+    // (The page target starts as about:blank; the form is there once index.html has loaded.)
+    let loaded = wait_for(APPEAR, || browser.eval("location.protocol === 'file:' && document.readyState === 'complete'") == json!(true));
+    assert!(loaded, "the page did not load");
+    press_connect(&mut browser, "not-the-password");
+    let mut detail = Value::Null;
+    let refused = wait_for(APPEAR, || {
+        detail = browser.eval("document.getElementById('conn-detail').textContent");
+        detail.as_str().is_some_and(|t| t.to_lowercase().contains("not authorized"))
+    });
+    assert!(refused, "a wrong password: the page did not say the broker refused it: {detail}; state {}", browser.state());
+    assert_ne!(browser.state()["connection"], "connected", "connected with a wrong password");
+    assert!(browser.state()["carts"]["cart-a"].is_null(), "a cart shown without a session");
+    eprintln!("live view over wss, wrong password: {detail}");
+
+    press_connect(&mut browser, PASSWORD);
+    let cart = browser.wait_cart("cart-a", APPEAR, |c| c["status"] == "online");
+    assert_eq!(
+        cart["status"],
+        "online",
+        "over wss with the view's password the page never showed cart-a online: {}; daemon log:\n{}",
+        browser.state(),
+        d.log_text()
+    );
+    assert_eq!(browser.state()["connection"], "connected");
+    eprintln!("live view over wss as user view: {cart}");
+    let png = browser.screenshot(&dir.join("live-view-wss.png"));
+    eprintln!("screenshot: {}", png.display());
+}
+
+/// The base64 SHA-256 of a certificate's public key (SPKI), as Chromium's
+/// `--ignore-certificate-errors-spki-list` takes it.
+fn spki_sha256(cert: &Path) -> String {
+    let cmd = format!(
+        "openssl x509 -in {} -pubkey -noout | openssl pkey -pubin -outform der | openssl dgst -sha256 -binary | base64",
+        cert.display()
+    );
+    let out = Command::new("bash").arg("-c").arg(cmd).output().unwrap();
+    assert!(out.status.success(), "openssl: the SPKI hash of {}", cert.display());
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
 /// At a tablet's portrait width (800 x 1280, touch) the page has no horizontal scroll and the cart's
 /// card fits the width; back to the desk size after. Returns the screenshot.
 fn tablet_portrait_fits(browser: &mut Browser, device: &str, dir: &Path) -> PathBuf {
@@ -95,9 +155,12 @@ fn tablet_portrait_fits(browser: &mut Browser, device: &str, dir: &Path) -> Path
 }
 
 fn page_url(ws: u16) -> String {
-    let page = repo("view/index.html");
+    format!("{}?url=ws://127.0.0.1:{ws}&prefix=sonoedge&connect=1", page_file())
+}
+
+fn page_file() -> String {
     assert!(repo("view/view.js").exists(), "view/view.js is missing: run view/build.sh");
-    format!("file://{}?url=ws://127.0.0.1:{ws}&prefix=sonoedge&connect=1", page.display())
+    format!("file://{}", repo("view/index.html").display())
 }
 
 fn chromium_bin() -> PathBuf {
@@ -120,13 +183,14 @@ struct Browser {
 }
 
 impl Browser {
-    fn launch(dir: &Path, url: &str) -> Browser {
+    fn launch(dir: &Path, url: &str, flags: &[String]) -> Browser {
         let (cmd_r, cmd_w) = pipe();
         let (resp_r, resp_w) = pipe();
         let mut cmd = Command::new(chromium_bin());
         cmd.args(["--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run", "--hide-scrollbars", "--remote-debugging-pipe"])
             .arg("--window-size=1280,1200")
             .arg(format!("--user-data-dir={}", dir.join("chromium-profile").display()))
+            .args(flags)
             .arg(url)
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -92,10 +92,18 @@ function connect(s) {
   if (s.password) opts.password = s.password;
   setConn("connecting", s.url);
   client = mqtt.connect(s.url, opts);
-  client.on("connect", () => subscribe(s.prefix));
-  client.on("reconnect", () => setConn("reconnecting", s.url));
-  client.on("close", () => setConn("disconnected", `${s.url}: check the URL (ws:// or wss://, port of the broker's websockets listener), user and password`));
-  client.on("error", (e) => setConn("error", `${e.message}: check the URL, user, password and that the broker's certificate is trusted by this browser`));
+  // The broker's reason (e.g. "Connection refused: Not authorized") stays shown after the close that follows it.
+  let lastError = "";
+  client.on("connect", () => {
+    lastError = "";
+    subscribe(s.prefix);
+  });
+  client.on("reconnect", () => setConn("reconnecting", lastError ? `${lastError}; ${s.url}` : s.url));
+  client.on("close", () => setConn("disconnected", `${lastError ? `${lastError}; ` : ""}${s.url}: check the URL (ws:// or wss://, port of the broker's websockets listener), user and password`));
+  client.on("error", (e) => {
+    lastError = e.message;
+    setConn("error", `${e.message}: check the URL, user, password and that the broker's certificate is trusted by this browser`);
+  });
   client.on("message", (topic, payload, packet) => onMessage(s.prefix, topic, payload, packet.retain));
 }
 
