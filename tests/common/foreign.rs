@@ -52,22 +52,36 @@ impl Foreign {
     /// RabbitMQ with the MQTT plugin, anonymous logins as guest (allowed from loopback), every
     /// listener (AMQP, MQTT, Erlang distribution, its own epmd) on 127.0.0.1.
     pub fn rabbitmq(dir: &Path) -> Option<Foreign> {
+        Foreign::rabbitmq_node(dir, None)
+    }
+
+    /// A second RabbitMQ node, in `dir`, joined to `first`'s cluster (its epmd and Erlang cookie,
+    /// then `rabbitmqctl join_cluster`); its own MQTT port.
+    pub fn rabbitmq_joined(dir: &Path, first: &Foreign) -> Foreign {
+        let cookie = ".erlang.cookie";
+        std::fs::copy(first.dir().join(cookie), dir.join(cookie)).expect("the first node's Erlang cookie");
+        let node = Foreign::rabbitmq_node(dir, Some(first)).expect("RabbitMQ is installed: the first node runs");
+        let join = format!("rabbitmqctl stop_app && rabbitmqctl join_cluster {} && rabbitmqctl start_app", first.env("RABBITMQ_NODENAME"));
+        node.rabbitmqctl(dir, &join);
+        let up = super::wait_for(Duration::from_secs(60), || TcpStream::connect(("127.0.0.1", node.port)).is_ok());
+        assert!(up, "the joined node's MQTT listener did not come back; its log:\n{}", node.log_text());
+        node
+    }
+
+    /// The first node of a cluster (`join` None: its own epmd), or a later one (`join`: the first's
+    /// epmd; the caller joins it).
+    fn rabbitmq_node(dir: &Path, join: Option<&Foreign>) -> Option<Foreign> {
         // The script itself, not /usr/sbin's wrapper (which switches to the rabbitmq user and its files).
         let program = installed(&["/usr/lib/rabbitmq/bin/rabbitmq-server"], "rabbitmq-server")?;
         let epmd_bin = installed(&["/usr/bin/epmd"], "erlang-base")?;
-        let (amqp, mqtt, dist, epmd) = (free_port(), free_port(), free_port(), free_port());
+        let (amqp, mqtt, dist) = (free_port(), free_port(), free_port());
+        let epmd = join.map_or_else(free_port, |f| f.env("ERL_EPMD_PORT").parse().expect("an epmd port"));
         let conf = dir.join("rabbitmq.conf");
         let text = format!(
             "listeners.tcp.default = 127.0.0.1:{amqp}\nmqtt.listeners.tcp.default = 127.0.0.1:{mqtt}\nmqtt.allow_anonymous = true\n"
         );
         std::fs::write(&conf, text).unwrap();
         std::fs::write(dir.join("enabled_plugins"), "[rabbitmq_mqtt].\n").unwrap();
-        let helper = Command::new(epmd_bin)
-            .args(["-port", &epmd.to_string(), "-address", "127.0.0.1"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start epmd");
         let d = |p: &str| dir.join(p).display().to_string();
         let env = [
             ("HOME", d("")),
@@ -85,7 +99,11 @@ impl Foreign {
         ];
         let mut f = Foreign::new("RabbitMQ", package_version("rabbitmq-server"), mqtt, program, vec![], dir);
         f.command = env.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
-        f.helpers.push(helper);
+        if join.is_none() {
+            let mut daemon = Command::new(epmd_bin);
+            daemon.args(["-port", &epmd.to_string(), "-address", "127.0.0.1"]).stdout(Stdio::null()).stderr(Stdio::null());
+            f.helpers.push(daemon.spawn().expect("start epmd"));
+        }
         f.restart(Duration::from_secs(120));
         Some(f)
     }
@@ -156,6 +174,11 @@ impl Foreign {
 
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The value of one of the node's environment variables (RabbitMQ: its name, epmd port...).
+    fn env(&self, key: &str) -> &str {
+        self.command.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str()).unwrap_or_else(|| panic!("{} has no {key}", self.name))
     }
 
     /// The scratch folder the broker's state and log are in.

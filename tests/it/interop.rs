@@ -14,7 +14,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use super::daemon_mqtt::{assert_every_prediction_counted, config, SYNTHETIC};
+use super::daemon_mqtt::{assert_every_prediction_counted, config, config_mqtt, SYNTHETIC};
 use super::fleet_doc::{check as check_config, doc_block_under, view_reads_and_cannot_publish, PASSWORD};
 use crate::common::foreign::{CountingProxy, Foreign};
 use crate::common::*;
@@ -94,6 +94,59 @@ fn two_daemons_sharing_a_device_id_on_mosquitto_back_off_instead_of_taking_each_
         first.log_text()
     );
     eprintln!("MATRIX mosquitto {version} takeover ended: online again {:?} after the clone was killed", online_since().unwrap().at - gone);
+}
+
+#[test]
+#[ignore = "starts a two-node RabbitMQ cluster (~45 s): tests/run-all.sh's interop stage runs it"]
+fn a_rabbitmq_cluster_keeps_a_retained_status_on_one_node_and_a_graceful_node_stop_sends_no_last_will() {
+    let dir = scratch("interop-rabbitmq-cluster");
+    let (dir_a, dir_b) = (dir.join("a"), dir.join("b"));
+    for d in [&dir_a, &dir_b] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    let Some(a) = Foreign::rabbitmq(&dir_a) else { return };
+    let b = Foreign::rabbitmq_joined(&dir_b, &a);
+    let version = &a.version;
+    // The cart lists both nodes and connects to the first; keep-alive 5 s, so a will is due soon.
+    let urls = format!("urls = [\"{}\", \"{}\"]\nkeep_alive_s = 5", a.url(), b.url());
+    let mut d = Daemon::spawn(&dir, &config_mqtt(&urls, "cart-c", SYNTHETIC));
+    let watch_b = Subscriber::start(b.port, "sonoedge/cart-c/#");
+    let live = wait_for(Duration::from_secs(60), || watch_b.on("/stats").len() >= 2);
+    assert!(live, "a reader on node B never got cart-c's stats from node A; log:\n{}", d.log_text());
+
+    // Retained status: where it is kept, and for which filters.
+    let retained = |port: u16, filter: &str| {
+        let sub = Subscriber::start(port, filter);
+        let m = sub.wait(Duration::from_secs(5), "/status", |p| p["state"] == "online");
+        m.is_some_and(|m| m.retained)
+    };
+    let (on_a, on_b, wild_a) =
+        (retained(a.port, "sonoedge/cart-c/status"), retained(b.port, "sonoedge/cart-c/status"), retained(a.port, "sonoedge/+/status"));
+    eprintln!("MATRIX RabbitMQ {version} cluster retained status: exact filter on the cart's node {on_a}, on the other node {on_b}; wildcard filter on the cart's node {wild_a}");
+
+    // A graceful stop of node A: is the Last Will sent, and where does the cart go?
+    let stop = Instant::now();
+    a.rabbitmqctl(&dir_a, "rabbitmqctl stop_app");
+    let since = |state: &str| watch_b.on("/status").into_iter().find(|m| m.at > stop && m.payload["state"] == state);
+    let back = wait_for(Duration::from_secs(60), || since("online").is_some());
+    assert!(back, "cart-c did not come back online on node B after node A stopped; log:\n{}", d.log_text());
+    std::thread::sleep(Duration::from_secs(2));
+    let will = since("offline").map(|m| format!("{:.1?} after stop_app", m.at - stop)).unwrap_or("none".into());
+    let online = since("online").unwrap();
+    eprintln!(
+        "MATRIX RabbitMQ {version} cluster graceful stop_app of the cart's node: Last Will on the other node: {will}; online there again {:.1?} after",
+        online.at - stop
+    );
+    let on_b_now = retained(b.port, "sonoedge/cart-c/status");
+    eprintln!("MATRIX RabbitMQ {version} cluster after the move: retained online on node B {on_b_now}");
+    d.signal(SIGTERM);
+    assert_eq!(d.wait_exit(Duration::from_secs(15)), Some(0), "log:\n{}", d.log_text());
+    // The fleet guide's statements, as measured here.
+    assert!(on_a, "no retained status on the cart's own node for an exact filter");
+    assert!(!on_b, "a retained status on the other node: the guide says retained messages are per node");
+    assert!(!wild_a, "a retained status for a wildcard filter: the guide says none is sent");
+    assert_eq!(will, "none", "a Last Will on a graceful stop_app: the guide says none is sent");
+    assert!(on_b_now, "the cart's new online is not retained on its new node");
 }
 
 /// What both brokers must do alike: `check` at QoS 0 and 1, status, counts, Last Will.
