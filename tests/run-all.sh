@@ -8,16 +8,17 @@
 # Prints each stage's time and, last, one line per architecture and a total.
 #
 # Budget (CI allows 90 min on 2 cores; CI runs on the session's machine, so its target dir is
-# normally warm). Measured 2026-12-02, cold (fresh machine, empty /var/cache/sonoedge/target, a
-# low-priority build sharing the cores): lint 229 s, x86-64 build 840 s, x86-64 tests 128 s,
-# release build 1015 s, front door 13 s, setup-full 58 s, interop 79 s, live view 45 s; stopped in
-# the aarch64 build. With the ARM builds (~14 and ~12 min cold), three ARM runs (~7 min each), the
-# .deb (~11 min: tract once more, other features) and the VMs, a cold run is ~90-105 min, at or over
-# CI's 90: CI relies on the kept target dir (README, "Time"). A cold run alone was 64 min up to the VMs on an earlier
-# layout. Stage budgets every new test must fit in: lint <= 5 min cold, release build <= 12 min
-# cold alone, interop <= 2 min, live-view <= 2 min, each ARM test run <= 8 min, VMs <= 6 min (the VM scenario grew by
-# the HDMI signal modes and a 2 fps stream: the x86-64 guest took 146 s, before 10 s of dropped
-# buffers were added);
+# normally warm). Measured 2026-12-02 from an empty /var/cache/sonoedge/target (fresh machine,
+# commit 53be5ac, before the cuts below; a niced build of another checkout shared the cores for the
+# first 60 min): setup 13 s, lint 247 s (crate downloads included), x86-64 build 637 s, tests 132 s,
+# release build 485 s, front door 13 s, setup-full 65 s, interop 105 s, live view 46 s, aarch64
+# build 691 s, armv7 build 660 s, A72 tests 697 s, A76 578 s, armv7 606 s, parity 12 s, .deb 568 s
+# (tract compiled once more), VMs 478 s (two of 238 s, one after the other): 6034 s, 100.6 min, over.
+# Cuts since (README, "Time"): the .deb reuses the test build's tract (-~450 s), the A76 runs only
+# the tests whose results come from tract's kernels (-~400 s), the armv7 build runs niced beside the
+# A72 tests and the two VMs run at once (-~240 s): ~80 min cold by those figures.
+# Stage budgets every new test must fit in: lint <= 5 min cold, release build <= 9 min cold,
+# interop <= 3 min, live-view <= 2 min, each full ARM test run <= 12 min, VMs <= 5 min;
 # hardening, capture, clinical, eval and fleet tests get <= 3 min of x86-64 test time together
 # (they run three more times on ARM).
 #
@@ -96,7 +97,7 @@ fi
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
 echo "cargo target dir: $CARGO_TARGET_DIR"
 logs=$(mktemp -d)
-trap 'rm -rf "$logs"' EXIT
+trap '[ -z "${armv7_build:-}" ] || kill "$armv7_build" 2>/dev/null || true; rm -rf "$logs"' EXIT
 
 # run_tests NAME CMD...: runs a cargo test command, keeps its output, lists "SOURCE::test result"
 # (SOURCE: src/lib.rs, src/main.rs, tests/it/main.rs...).
@@ -112,6 +113,23 @@ run_tests() {
 }
 
 zig_target() { echo "$1.$GLIBC_MAX"; }
+# The armv7 build has a target dir of its own: it runs beside the A72 tests (below), and two cargo
+# processes on one target dir wait on each other's lock.
+target_dir_for() {
+    case $1 in
+        armv7-*) echo "$CARGO_TARGET_DIR/armv7-side" ;;
+        *) echo "$CARGO_TARGET_DIR" ;;
+    esac
+}
+cross_build() { # cross_build TARGET: the target's test binaries (and sonoedge, v4l2_ctl), built once
+    CARGO_TARGET_DIR=$(target_dir_for "$1") cargo-zigbuild test --workspace --all-targets --no-run --locked --target "$(zig_target "$1")"
+}
+wait_build() { # wait_build PID LOG: waits for a background build, then prints its log; fails as it did
+    local rc=0
+    wait "$1" || rc=$?
+    cat "$2"
+    return $rc
+}
 runner_for() {
     case $1 in
         aarch64-*) echo "qemu-aarch64 -L /usr/aarch64-linux-gnu" ;;
@@ -123,7 +141,7 @@ runner_for() {
 # daemon they spawn goes through SONOEDGE_TEST_RUNNER; deadlines are scaled, never timings.
 cross_tests() { # cross_tests TARGET QEMU_CPU NAME [FILTER...]: FILTERs as libtest's (substrings of test names)
     local target=$1 cpu=$2 name=$3; shift 3
-    QEMU_CPU=$cpu SONOEDGE_TEST_RUNNER="$(runner_for "$target")" SONOEDGE_TEST_TIME_SCALE=10 \
+    CARGO_TARGET_DIR=$(target_dir_for "$target") QEMU_CPU=$cpu SONOEDGE_TEST_RUNNER="$(runner_for "$target")" SONOEDGE_TEST_TIME_SCALE=10 \
         run_tests "$name" cargo-zigbuild test --workspace --all-targets --locked --target "$(zig_target "$target")" -- "$@"
 }
 
@@ -140,14 +158,14 @@ parity() {
     classify_json "" "$CARGO_TARGET_DIR/debug/sonoedge" >"$logs/classify-x86_64.jsonl"
     QEMU_CPU=cortex-a72 classify_json "$(runner_for aarch64-unknown-linux-gnu)" "$CARGO_TARGET_DIR/aarch64-unknown-linux-gnu/debug/sonoedge" >"$logs/classify-aarch64.jsonl"
     QEMU_CPU=cortex-a76 classify_json "$(runner_for aarch64-unknown-linux-gnu)" "$CARGO_TARGET_DIR/aarch64-unknown-linux-gnu/debug/sonoedge" >"$logs/classify-aarch64-a76.jsonl"
-    classify_json "$(runner_for armv7-unknown-linux-gnueabihf)" "$CARGO_TARGET_DIR/armv7-unknown-linux-gnueabihf/debug/sonoedge" >"$logs/classify-armv7.jsonl"
+    classify_json "$(runner_for armv7-unknown-linux-gnueabihf)" "$(target_dir_for armv7)/armv7-unknown-linux-gnueabihf/debug/sonoedge" >"$logs/classify-armv7.jsonl"
     python3 tests/cross_parity.py 1e-4 "$logs"/classify-x86_64.jsonl "$logs"/classify-aarch64.jsonl "$logs"/classify-aarch64-a76.jsonl "$logs"/classify-armv7.jsonl
 }
 
 glibc_check() {
     local target bin need
     for target in "${ARM_TARGETS[@]}"; do
-        bin=$CARGO_TARGET_DIR/$target/debug/sonoedge
+        bin=$(target_dir_for "$target")/$target/debug/sonoedge
         need=$(readelf -V --wide "$bin" | grep -o 'GLIBC_[0-9][0-9.]*' | sed 's/GLIBC_//' | sort -uV | tail -1)
         echo "$target: sonoedge needs glibc $need (limit $GLIBC_MAX)"
         [ "$(printf '%s\n%s\n' "$need" "$GLIBC_MAX" | sort -V | tail -1)" = "$GLIBC_MAX" ] || { echo "FAIL: $bin needs glibc $need" >&2; return 1; }
@@ -243,10 +261,26 @@ live_view_tests() {
     run_tests live-view cargo test --locked --test it live_view:: -- --ignored --nocapture
 }
 
+# The two VMs run at once: each guest has one vCPU (qemu TCG, one busy host thread), so on 2 cores
+# they take about as long together as one alone (each ~240 s, measured cold 2026-12-02). The test
+# binary runs directly, not through cargo, which would hold the target dir's lock for the first
+# run's whole length; run_tests still gets cargo's "Running" line for its list.
 vm_tests() {
-    SONOEDGE_VM_ARCH=x86_64 run_tests vm-x86_64 cargo test --locked --test vivid_vm -- --ignored --nocapture
-    SONOEDGE_VM_ARCH=aarch64 SONOEDGE_VM_BIN_DIR=$CARGO_TARGET_DIR/aarch64-unknown-linux-gnu/debug \
-        run_tests vm-aarch64 cargo test --locked --test vivid_vm -- --ignored --nocapture
+    local bin
+    bin=$(cargo test --locked --test vivid_vm --no-run --message-format=json 2>/dev/null |
+        python3 -c 'import json, sys; print(*[m["executable"] for m in map(json.loads, sys.stdin) if m.get("executable") and m["target"]["kind"] == ["test"]])')
+    [ -x "$bin" ] || { echo "FAIL: no vivid_vm test binary (got '$bin')"; return 1; }
+    vm_run() { # vm_run ARCH [ENV=VALUE...]: the VM test for one guest architecture
+        echo "     Running tests/vivid_vm.rs ($bin, SONOEDGE_VM_ARCH=$1)"
+        env SONOEDGE_VM_ARCH="$@" "$bin" --ignored --nocapture
+    }
+    run_tests vm-aarch64 vm_run aarch64 SONOEDGE_VM_BIN_DIR="$CARGO_TARGET_DIR/aarch64-unknown-linux-gnu/debug" >"$logs/vm-aarch64.out" 2>&1 &
+    local aarch64_vm=$! rc=0
+    run_tests vm-x86_64 vm_run x86_64   # (not in an `||`: that would turn off errexit inside it)
+    wait "$aarch64_vm" || rc=$?
+    echo "--- the aarch64 VM, run beside it:"
+    cat "$logs/vm-aarch64.out"
+    return $rc
 }
 
 summary() { # summary NAME: "NAME: N passed, N failed, N ignored"
@@ -268,10 +302,16 @@ fi
 stage setup-full setup_full
 stage interop interop_tests
 stage live-view live_view_tests
-for target in "${ARM_TARGETS[@]}"; do
-    stage "build-${target%%-*}" cargo-zigbuild test --workspace --all-targets --no-run --locked --target "$(zig_target "$target")"
-done
+stage build-aarch64 cross_build aarch64-unknown-linux-gnu
+# The armv7 build runs beside the A72 tests, niced: emulated tests wait on their daemons and brokers
+# and leave the cores partly idle; the tests scale their deadlines and measure their own pace
+# (the clinical hold), so a build beside them slows them without failing them.
+echo "=== [build-armv7] started beside test-aarch64-a72 (nice 10); its log follows that stage"
+nice -n 10 bash -c "$(declare -f target_dir_for zig_target cross_build); GLIBC_MAX=$GLIBC_MAX cross_build armv7-unknown-linux-gnueabihf" \
+    >"$logs/build-armv7.log" 2>&1 &
+armv7_build=$!
 stage test-aarch64-a72 cross_tests aarch64-unknown-linux-gnu cortex-a72 aarch64-a72
+stage build-armv7 wait_build "$armv7_build" "$logs/build-armv7.log"
 stage test-aarch64-a76 cross_tests aarch64-unknown-linux-gnu cortex-a76 aarch64-a76 "${A76_FILTERS[@]}"
 stage test-armv7 cross_tests armv7-unknown-linux-gnueabihf cortex-a7 armv7
 stage compare-test-lists compare_lists
