@@ -4,6 +4,7 @@
 mod contract;
 mod error;
 mod graph;
+mod pack;
 mod profile;
 mod responsive;
 mod rewrite;

@@ -2,6 +2,8 @@
 //! matrix products (weight sums recomputed per run, activation quantization, zero-point row sums)
 //! folded to constants or replaced by vectorised operators that compute exactly the same values. The profile these answer is in docs/speed.md.
 
+use super::pack::ParallelPack;
+use tract_linalg::multithread::par_chunks_mut;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::cast::Cast;
@@ -13,11 +15,14 @@ pub struct Rewrites {
     pub quantizers: usize,
     pub row_sums: usize,
     pub weight_sums: usize,
+    /// int8 activation packings for the dot-product kernels, now [`ParallelPack`].
+    pub packs: usize,
 }
 
 /// In an optimized plan: folds `Reduce<Sum>(Cast(Const))` weight sums to constants, and replaces
 /// tract's dynamic quantizer and `Cast(i8 -> i32) -> Reduce<Sum>` row sums by [`DynQuantU8`] and
-/// [`RowSumI8`]. Outputs are bit-identical.
+/// [`RowSumI8`], and the activations' packing before the matrix kernels by [`ParallelPack`]; all
+/// three split their work across the plan's thread pool. Outputs are bit-identical.
 pub fn rewrite(model: &mut TypedModel) -> TractResult<Rewrites> {
     let mut done = Rewrites::default();
     for id in model.eval_order()? {
@@ -31,6 +36,9 @@ pub fn rewrite(model: &mut TypedModel) -> TractResult<Rewrites> {
         } else if let Some(patch) = row_sum_patch(model, node)? {
             patch.apply(model)?;
             done.row_sums += 1;
+        } else if let Some(pack) = ParallelPack::for_node(model, node)? {
+            TypedModelPatch::replace_single_op(model, node, &node.inputs, pack)?.apply(model)?;
+            done.packs += 1;
         }
     }
     if done != Rewrites::default() {
@@ -122,9 +130,13 @@ impl EvalOp for RowSumI8 {
         let mut plain = out.try_as_plain_ram_mut()?;
         let sums = plain.as_slice_mut::<i32>()?;
         if k > 0 {
-            for (row, sum) in xs.chunks_exact(k).zip(sums.iter_mut()) {
-                *sum = row_sum(row);
-            }
+            // Rows split across the plan's thread pool; each row is summed whole, in the same order.
+            par_chunks_mut(sums, 1, xs.len(), |first, sums| {
+                for (row, sum) in xs[first * k..].chunks_exact(k).zip(sums.iter_mut()) {
+                    *sum = row_sum(row);
+                }
+                Ok(())
+            })?;
         }
         Ok(tvec!(out.into_tvalue()))
     }
@@ -175,10 +187,13 @@ impl EvalOp for DynQuantU8 {
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let input = &inputs[0];
         let xs = input.try_as_plain_ram()?.as_slice::<f32>()?;
-        let (scale, zero_point) = scale_and_zero_point(xs);
+        let (scale, zero_point) = scale_and_zero_point(parallel_min_max(xs)?);
         // SAFETY: u8 has no invalid bit patterns, and `quantize` writes every element before it is read.
         let mut out = unsafe { Tensor::uninitialized_dt(u8::datum_type(), input.shape())? };
-        quantize(xs, scale, zero_point, out.try_as_plain_ram_mut()?.as_slice_mut::<u8>()?);
+        par_chunks_mut(out.try_as_plain_ram_mut()?.as_slice_mut::<u8>()?, 1, xs.len(), |first, out| {
+            quantize(&xs[first..first + out.len()], scale, zero_point, out);
+            Ok(())
+        })?;
         Ok(tvec!(out.into_tvalue(), tensor0(scale).into_tvalue(), tensor0(zero_point).into_tvalue()))
     }
 }
@@ -189,6 +204,22 @@ impl TypedOp for DynQuantU8 {
         Ok(tvec!(q, f32::scalar_fact(), u8::scalar_fact()))
     }
     as_op!();
+}
+
+/// [`min_max`] over parts of `xs` on the plan's thread pool, then over the parts' results: the same
+/// values, since a minimum or maximum does not depend on the order it is taken in (NaN is ignored by
+/// each part, and each part starts from 0 as the whole does).
+fn parallel_min_max(xs: &[f32]) -> TractResult<(f32, f32)> {
+    const PART: usize = 4096;
+    let mut parts = vec![(0f32, 0f32); xs.len().div_ceil(PART)];
+    par_chunks_mut(&mut parts, 1, xs.len(), |first, parts| {
+        for (i, part) in parts.iter_mut().enumerate() {
+            let start = (first + i) * PART;
+            *part = min_max(&xs[start..(start + PART).min(xs.len())]);
+        }
+        Ok(())
+    })?;
+    Ok(fold_min_max(parts.iter().map(|p| p.0), parts.iter().map(|p| p.1)))
 }
 
 /// Min and max of `xs` with 0 included (NaN ignored).
@@ -250,8 +281,7 @@ fn fold_min_max(lows: impl Iterator<Item = f32>, highs: impl Iterator<Item = f32
 }
 
 /// The scale and zero point ONNX defines (and tract and onnxruntime compute) for u8.
-fn scale_and_zero_point(xs: &[f32]) -> (f32, u8) {
-    let (min, max) = min_max(xs);
+fn scale_and_zero_point((min, max): (f32, f32)) -> (f32, u8) {
     let scale = (max - min) / 255.0;
     // Not `clamp`: `max` turns a NaN into 0 as tract's scalar form does; `clamp` would keep it.
     #[allow(clippy::manual_clamp)]

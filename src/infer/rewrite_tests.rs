@@ -21,11 +21,23 @@ fn reference(xs: &[f32]) -> (f32, u8, Vec<u8>) {
     (scale, zp, q)
 }
 
+/// The operator as the plan runs it with 2 threads: inputs past tract's 32768-element threshold are
+/// split across the pool (min/max by parts, quantization by chunks), smaller ones run inline.
 fn fast(xs: &[f32]) -> (f32, u8, Vec<u8>) {
-    let (scale, zp) = scale_and_zero_point(xs);
-    let mut q = vec![0u8; xs.len()];
-    quantize(xs, scale, zp, &mut q);
-    (scale, zp, q)
+    let mut model = TypedModel::default();
+    let x = model.add_source("x", f32::fact([xs.len()])).unwrap();
+    let outs = model.wire_node("q", DynQuantU8, &[x]).unwrap();
+    model.select_output_outlets(&outs).unwrap();
+    let plan = model.into_runnable().unwrap();
+    let input = tract_ndarray::Array1::from_vec(xs.to_vec()).into_tensor().into_tvalue();
+    let out = two_threads(|| plan.run(tvec![input])).unwrap();
+    let q = out[0].to_plain_array_view::<u8>().unwrap().iter().copied().collect();
+    (out[1].cast_to_scalar::<f32>().unwrap(), out[2].cast_to_scalar::<u8>().unwrap(), q)
+}
+
+fn two_threads<R>(f: impl FnOnce() -> R) -> R {
+    use tract_linalg::multithread::{multithread_tract_scope, Executor};
+    multithread_tract_scope(Executor::multithread(2), f)
 }
 
 fn noise(n: usize, seed: u32, amp: f32, offset: f32) -> Vec<f32> {
@@ -55,6 +67,13 @@ fn quantizer_equals_the_scalar_form() {
         cases.push(noise(n, i as u32 + 99, 3.0, 5.0));
         cases.push(noise(n, i as u32 + 31, 1e4, -2e4));
     }
+    // parts of the parallel min/max where the extremes, NaN and -0.0 sit in different parts
+    let mut spread = noise(151_297, 5, 4.0, 1.0);
+    spread[3] = f32::NAN;
+    spread[70_000] = -0.0;
+    spread[151_296] = -9.5;
+    spread[4095] = 12.25;
+    cases.push(spread);
     // values landing exactly on .5 after division
     cases.push((0..1024).map(|i| (i as f32 - 512.0) * 0.5).collect());
     for xs in &cases {
@@ -156,7 +175,8 @@ fn run(model: TypedModel, input: &Tensor) -> Tensor {
 
 #[test]
 fn rewritten_linear_layer_is_bit_identical_to_tract() {
-    let (m, k, n) = (19, 640, 3000);
+    // m * k past tract's 32768-element threshold, so the 2-thread run splits the rewritten operators.
+    let (m, k, n) = (61, 640, 3000);
     let plain = linear_layer_model(m, k, n);
     let mut fast = plain.clone();
     let done = rewrite(&mut fast).unwrap();
@@ -166,7 +186,7 @@ fn rewritten_linear_layer_is_bit_identical_to_tract() {
     assert!(!names.iter().any(|n| n == "DynamicQuantizeLinearU8"), "{names:?}");
     for (seed, amp, offset) in [(1u32, 2.0f32, 0.0f32), (2, 50.0, 10.0), (3, 0.01, -0.2)] {
         let input = tract_ndarray::Array3::from_shape_vec((1, m, k), noise(m * k, seed, amp, offset)).unwrap().into_tensor();
-        let (a, b) = (run(plain.clone(), &input), run(fast.clone(), &input));
+        let (a, b) = (run(plain.clone(), &input), two_threads(|| run(fast.clone(), &input)));
         let bits = |t: &Tensor| t.to_plain_array_view::<f32>().unwrap().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
         let (a, b) = (bits(&a), bits(&b));
         assert!(a.iter().any(|v| *v != a[0]), "degenerate output");

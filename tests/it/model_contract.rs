@@ -250,6 +250,8 @@ fn plain_tract_and_rewritten_int8_plans_give_identical_logits() {
     let (fast, plain) = (run(&[]), run(&["--plain-tract"]));
     assert_eq!(fast.len(), images.len());
     assert_eq!(fast, plain, "the rewrites must not change a single bit of the logits");
+    let (fast2, plain2) = (run(&["--threads", "2"]), run(&["--plain-tract", "--threads", "2"]));
+    assert_eq!(fast2, plain2, "nor with the work split across two threads");
 }
 
 #[test]
