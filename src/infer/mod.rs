@@ -4,6 +4,7 @@
 mod contract;
 mod error;
 mod graph;
+mod heads;
 mod pack;
 mod profile;
 mod responsive;

@@ -2,6 +2,7 @@
 //! matrix products (weight sums recomputed per run, activation quantization, zero-point row sums)
 //! folded to constants or replaced by vectorised operators that compute exactly the same values. The profile these answer is in docs/speed.md.
 
+use super::heads::ParallelHeads;
 use super::pack::ParallelPack;
 use tract_linalg::multithread::par_chunks_mut;
 use tract_onnx::prelude::*;
@@ -17,12 +18,15 @@ pub struct Rewrites {
     pub weight_sums: usize,
     /// int8 activation packings for the dot-product kernels, now [`ParallelPack`].
     pub packs: usize,
+    /// batched products (attention heads) split head by head, now [`ParallelHeads`].
+    pub heads: usize,
 }
 
 /// In an optimized plan: folds `Reduce<Sum>(Cast(Const))` weight sums to constants, and replaces
 /// tract's dynamic quantizer and `Cast(i8 -> i32) -> Reduce<Sum>` row sums by [`DynQuantU8`] and
-/// [`RowSumI8`], and the activations' packing before the matrix kernels by [`ParallelPack`]; all
-/// three split their work across the plan's thread pool. Outputs are bit-identical.
+/// [`RowSumI8`], the activations' packing before the matrix kernels by [`ParallelPack`], and
+/// batched products by [`ParallelHeads`]; all four split their work across the plan's thread pool.
+/// Outputs are bit-identical.
 pub fn rewrite(model: &mut TypedModel) -> TractResult<Rewrites> {
     let mut done = Rewrites::default();
     for id in model.eval_order()? {
@@ -39,6 +43,9 @@ pub fn rewrite(model: &mut TypedModel) -> TractResult<Rewrites> {
         } else if let Some(pack) = ParallelPack::for_node(model, node)? {
             TypedModelPatch::replace_single_op(model, node, &node.inputs, pack)?.apply(model)?;
             done.packs += 1;
+        } else if let Some(heads) = ParallelHeads::for_node(node) {
+            TypedModelPatch::replace_single_op(model, node, &node.inputs, heads)?.apply(model)?;
+            done.heads += 1;
         }
     }
     if done != Rewrites::default() {
