@@ -149,16 +149,24 @@ cross_tests() { # cross_tests TARGET QEMU_CPU NAME [FILTER...]: FILTERs as libte
 # which are what differ from the A72: tract picks other int8 and f16 kernels there. Everything else
 # (capture, clinical, MQTT, config...) runs the same NEON code as on the A72, so it runs once, there.
 A76_FILTERS=(infer:: golden:: model_contract:: demo_model:: eval_cli::)
+# armv7 (32-bit: other pointer width, tract's armv7 kernels) takes those and the code whose
+# arithmetic sees buffer sizes and strides: capture and pixel formats, preprocessing, config ranges,
+# the allocation counts. The daemon, MQTT, clinical and eval tests run the same logic as on the A72
+# (64-bit) and x86-64, and spawn the daemon under emulation: ~450 s of the armv7 run, so they run there.
+ARMV7_FILTERS=("${A76_FILTERS[@]}" capture pixfmt:: preprocess config:: allocate)
 
-classify_json() { # classify_json RUNNER BINARY: probabilities of the fixtures, one JSON line each
-    $1 "$2" classify --model models/tiny-random/fp32 tests/fixtures/images/*.png tests/fixtures/images/*.jpg 2>/dev/null
+classify_json() { # classify_json NAME RUNNER BINARY: probabilities of the fixtures, one JSON line each, in $logs/classify-NAME.jsonl
+    local out=$logs/classify-$1 rc=0
+    [ -x "$3" ] || { echo "FAIL: no $3 (built by the $1 build stage?)"; return 1; }
+    $2 "$3" classify --model models/tiny-random/fp32 tests/fixtures/images/*.png tests/fixtures/images/*.jpg >"$out.jsonl" 2>"$out.err" || rc=$?
+    [ "$rc" = 0 ] || { echo "FAIL: classify on $1 exited $rc; its stderr:"; tail -n 20 "$out.err"; return 1; }
 }
 
 parity() {
-    classify_json "" "$CARGO_TARGET_DIR/debug/sonoedge" >"$logs/classify-x86_64.jsonl"
-    QEMU_CPU=cortex-a72 classify_json "$(runner_for aarch64-unknown-linux-gnu)" "$CARGO_TARGET_DIR/aarch64-unknown-linux-gnu/debug/sonoedge" >"$logs/classify-aarch64.jsonl"
-    QEMU_CPU=cortex-a76 classify_json "$(runner_for aarch64-unknown-linux-gnu)" "$CARGO_TARGET_DIR/aarch64-unknown-linux-gnu/debug/sonoedge" >"$logs/classify-aarch64-a76.jsonl"
-    classify_json "$(runner_for armv7-unknown-linux-gnueabihf)" "$(target_dir_for armv7)/armv7-unknown-linux-gnueabihf/debug/sonoedge" >"$logs/classify-armv7.jsonl"
+    classify_json x86_64 "" "$CARGO_TARGET_DIR/debug/sonoedge"
+    QEMU_CPU=cortex-a72 classify_json aarch64 "$(runner_for aarch64-unknown-linux-gnu)" "$CARGO_TARGET_DIR/aarch64-unknown-linux-gnu/debug/sonoedge"
+    QEMU_CPU=cortex-a76 classify_json aarch64-a76 "$(runner_for aarch64-unknown-linux-gnu)" "$CARGO_TARGET_DIR/aarch64-unknown-linux-gnu/debug/sonoedge"
+    classify_json armv7 "$(runner_for armv7-unknown-linux-gnueabihf)" "$(target_dir_for armv7-unknown-linux-gnueabihf)/armv7-unknown-linux-gnueabihf/debug/sonoedge"
     python3 tests/cross_parity.py 1e-4 "$logs"/classify-x86_64.jsonl "$logs"/classify-aarch64.jsonl "$logs"/classify-aarch64-a76.jsonl "$logs"/classify-armv7.jsonl
 }
 
@@ -180,6 +188,11 @@ X86_ONLY_TESTS=()
 
 # Every ARM list must equal x86-64's minus X86_ONLY_TESTS. The list must stay true: an entry x86-64
 # did not run, or one an ARM run ran after all, fails the comparison.
+filter_names() { # filter_names "FILTER...": x86-64's test names (of $logs/x.names) that libtest's substring filters select
+    awk -v f="$1" 'BEGIN { n = split(f, fs, " ") }
+        { t = substr($0, index($0, "::") + 2); for (i = 1; i <= n; i++) if (index(t, fs[i])) { print; next } }' "$logs/x.names"
+}
+
 compare_lists() {
     local name t
     sed 's/ .*//' "$logs/x86_64.list" | sort >"$logs/x.all"
@@ -189,14 +202,13 @@ compare_lists() {
     fi
     comm -23 "$logs/x.all" "$logs/x86-only" >"$logs/x.names"
     for t in "${X86_ONLY_TESTS[@]}"; do echo "x86-64 only: $t"; done
-    # The A76 list must equal x86-64's names that A76_FILTERS select, matched as libtest matches them.
-    awk -v f="${A76_FILTERS[*]}" 'BEGIN { n = split(f, fs, " ") }
-        { t = substr($0, index($0, "::") + 2); for (i = 1; i <= n; i++) if (index(t, fs[i])) { print; next } }' \
-        "$logs/x.names" >"$logs/x.a76"
-    [ -s "$logs/x.a76" ] || { echo "FAIL: A76_FILTERS (${A76_FILTERS[*]}) select none of x86_64's tests"; return 1; }
+    # The A76 and armv7 lists must equal x86-64's names that their filters select, matched as libtest matches them.
+    filter_names "${A76_FILTERS[*]}" >"$logs/x.aarch64-a76"
+    filter_names "${ARMV7_FILTERS[*]}" >"$logs/x.armv7"
     for name in aarch64-a72 aarch64-a76 armv7; do
         local want=$logs/x.names what="the same"
-        [ "$name" != aarch64-a76 ] || { want=$logs/x.a76; what="A76_FILTERS' share of the"; }
+        [ "$name" = aarch64-a72 ] || { want=$logs/x.$name; what="its filters' share of the"; }
+        [ -s "$want" ] || { echo "FAIL: the $name filters select none of x86_64's tests"; return 1; }
         sed 's/ .*//' "$logs/$name.list" | sort >"$logs/a.names"
         if ! diff "$want" "$logs/a.names" >"$logs/diff"; then
             echo "FAIL: $name ran a different set of tests than x86_64 (minus X86_ONLY_TESTS):"; cat "$logs/diff"; return 1
@@ -313,7 +325,7 @@ armv7_build=$!
 stage test-aarch64-a72 cross_tests aarch64-unknown-linux-gnu cortex-a72 aarch64-a72
 stage build-armv7 wait_build "$armv7_build" "$logs/build-armv7.log"
 stage test-aarch64-a76 cross_tests aarch64-unknown-linux-gnu cortex-a76 aarch64-a76 "${A76_FILTERS[@]}"
-stage test-armv7 cross_tests armv7-unknown-linux-gnueabihf cortex-a7 armv7
+stage test-armv7 cross_tests armv7-unknown-linux-gnueabihf cortex-a7 armv7 "${ARMV7_FILTERS[@]}"
 stage compare-test-lists compare_lists
 stage classify-parity parity
 stage glibc glibc_check
