@@ -32,6 +32,7 @@ impl ParallelHeads {
         let mmm = &*self.inner.mmm[mode];
         let looping = looping_shape(&self.inner, c.shape());
         let (m, n) = (axis_len(c, self.inner.c_m_axis), axis_len(c, self.inner.c_n_axis));
+        // SAFETY: a fresh scratch space of the kernel that uses it below, owned by this thread.
         let mut space = unsafe { mmm.allocate_scratch_space() };
         let mut uops = vec![FusedSpec::ShiftLeft(0); self.inner.micro_ops.len()];
         let mut coords: TVec<usize> = looping.clone();
@@ -40,6 +41,8 @@ impl ParallelHeads {
             for (uop, proto) in uops.iter_mut().zip(&self.inner.micro_ops) {
                 *uop = proto.resolve(inputs, &coords, c, mmm, mode);
             }
+            // SAFETY: the micro-ops were resolved for this product's coordinates in `c`, which the
+            // caller guarantees no other thread writes, and `space` is this kernel's.
             unsafe { mmm.run_with_scratch_space(m, n, space.as_mut(), &uops) }.context("In mmm.run_with_scratch_space")?;
         }
         Ok(())
