@@ -2,18 +2,11 @@
 //! and on two, and single products are left to tract.
 
 use super::*;
+use crate::infer::test_noise::xorshift;
 use tract_onnx::tract_core::ops::einsum::EinSum;
 
 fn noise(n: usize, seed: u32) -> Vec<f32> {
-    let mut s = seed | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 17;
-            s ^= s << 5;
-            ((s >> 24) as u8 as i8) as f32 / 37.0
-        })
-        .collect()
+    xorshift(seed).take(n).map(|s| ((s >> 24) as u8 as i8) as f32 / 37.0).collect()
 }
 
 /// An optimized plan of one einsum over sources of `shapes`.

@@ -9,6 +9,8 @@ mod pack;
 mod profile;
 mod responsive;
 mod rewrite;
+#[cfg(test)]
+mod test_noise;
 
 use std::io::Read;
 use std::path::Path;

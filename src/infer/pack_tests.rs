@@ -2,18 +2,11 @@
 //! products from a batch packed across threads.
 
 use super::*;
+use crate::infer::test_noise::xorshift;
 use tract_linalg::multithread::{multithread_tract_scope, Executor};
 
 fn rows(mn: usize, k: usize, seed: u32) -> Tensor {
-    let mut s = seed | 1;
-    let bytes: Vec<i8> = (0..mn * k)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 17;
-            s ^= s << 5;
-            (s >> 24) as u8 as i8
-        })
-        .collect();
+    let bytes: Vec<i8> = xorshift(seed).take(mn * k).map(|s| (s >> 24) as u8 as i8).collect();
     tract_ndarray::Array3::from_shape_vec((1, mn, k), bytes).unwrap().into_tensor()
 }
 

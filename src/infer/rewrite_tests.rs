@@ -2,6 +2,7 @@
 //! `quantize_dynamic`-shaped graph run with and without the rewrites, bit for bit.
 
 use super::*;
+use crate::infer::test_noise::xorshift;
 
 /// tract 0.23.9's scalar form of the quantizer, the reference the fast form must equal.
 fn reference(xs: &[f32]) -> (f32, u8, Vec<u8>) {
@@ -41,15 +42,7 @@ fn two_threads<R>(f: impl FnOnce() -> R) -> R {
 }
 
 fn noise(n: usize, seed: u32, amp: f32, offset: f32) -> Vec<f32> {
-    let mut s = seed | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 17;
-            s ^= s << 5;
-            (s as f32 / u32::MAX as f32 - 0.5) * amp + offset
-        })
-        .collect()
+    xorshift(seed).take(n).map(|s| (s as f32 / u32::MAX as f32 - 0.5) * amp + offset).collect()
 }
 
 #[test]
