@@ -97,7 +97,7 @@ fi
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
 echo "cargo target dir: $CARGO_TARGET_DIR"
 logs=$(mktemp -d)
-trap '[ -z "${armv7_build:-}" ] || kill "$armv7_build" 2>/dev/null || true; rm -rf "$logs"' EXIT
+trap 'side_kill_all; rm -rf "$logs"' EXIT
 
 # run_tests NAME CMD...: runs a cargo test command, keeps its output, lists "SOURCE::test result"
 # (SOURCE: src/lib.rs, src/main.rs, tests/it/main.rs...).
@@ -113,10 +113,12 @@ run_tests() {
 }
 
 zig_target() { echo "$1.$GLIBC_MAX"; }
-# The armv7 build has a target dir of its own: it runs beside the A72 tests (below), and two cargo
-# processes on one target dir wait on each other's lock.
+# Each ARM build has a target dir of its own: they run beside the x86-64 stages and each other
+# (side jobs, below), and two cargo processes on one target dir wait on each other's lock (a
+# --target build locks the host's debug dir too).
 target_dir_for() {
     case $1 in
+        aarch64-*) echo "$CARGO_TARGET_DIR/aarch64-side" ;;
         armv7-*) echo "$CARGO_TARGET_DIR/armv7-side" ;;
         *) echo "$CARGO_TARGET_DIR" ;;
     esac
@@ -124,11 +126,54 @@ target_dir_for() {
 cross_build() { # cross_build TARGET: the target's test binaries (and sonoedge, v4l2_ctl), built once
     CARGO_TARGET_DIR=$(target_dir_for "$1") cargo-zigbuild test --workspace --all-targets --no-run --locked --target "$(zig_target "$1")"
 }
-wait_build() { # wait_build PID LOG: waits for a background build, then prints its log; fails as it did
+
+# Side jobs: the cold builds of a full run (the ARM test builds, cargo-deb) start early in the
+# background at idle CPU priority (SCHED_IDLE): they get only the CPU time the stages leave idle
+# (one-core phases of rustc, links, tests waiting on daemons and brokers) and take nothing from a
+# stage that wants both cores, so timing-sensitive tests beside them run as they would alone. The
+# stage that needs one waits for it and first raises it to normal priority. setup-full (downloads
+# and apt) runs beside the lint at normal priority; the ARM builds wait for it.
+declare -A side_pid=()
+tree_pids() { # tree_pids PID: PID's descendants, parents first
+    local p
+    for p in $(ps -o pid= --ppid "$1" 2>/dev/null); do echo "$p"; tree_pids "$p"; done
+}
+side_start() { # side_start NAME idle|normal CMD...: runs CMD in the background, output in $logs/NAME.log
+    local name=$1 prio=$2; shift 2
+    (
+        if [ "$prio" = idle ]; then chrt --idle -p 0 "$BASHPID" >/dev/null; fi
+        "$@"
+    ) >"$logs/$name.log" 2>&1 &
+    side_pid[$name]=$!
+    echo "=== [$name] started in the background ($prio priority): $*"
+}
+side_promote() { # side_promote NAME: the side job and its processes back to normal priority
+    local p
+    for p in ${side_pid[$1]} $(tree_pids "${side_pid[$1]}"); do chrt -a -o -p 0 "$p" >/dev/null 2>&1 || true; done
+}
+side_wait() { # side_wait NAME: waits for the side job at normal priority, prints its log; fails as it did
     local rc=0
-    wait "$1" || rc=$?
-    cat "$2"
+    side_promote "$1"
+    wait "${side_pid[$1]}" || rc=$?
+    unset "side_pid[$1]"
+    cat "$logs/$1.log"
+    [ $rc = 0 ] || echo "FAIL: side job $1 exited $rc"
     return $rc
+}
+side_kill_all() {
+    local name p
+    for name in "${!side_pid[@]}"; do
+        for p in ${side_pid[$name]} $(tree_pids "${side_pid[$name]}"); do kill "$p" 2>/dev/null || true; done
+    done
+}
+after_setup_full() { # after_setup_full CMD...: waits (polling) until setup-full has finished, then runs CMD if it passed
+    until [ -e "$logs/setup-full.rc" ]; do sleep 2; done
+    [ "$(cat "$logs/setup-full.rc")" = 0 ] || { echo "not run: setup-full failed"; return 1; }
+    "$@"
+}
+setup_full_job() { # setup_full (errexit on: not under `||`), its exit status left in $logs/setup-full.rc
+    trap 'echo $? >"$logs/setup-full.rc"' EXIT   # the side job's subshell: its own trap, not the script's
+    setup_full
 }
 runner_for() {
     case $1 in
@@ -164,8 +209,8 @@ classify_json() { # classify_json NAME RUNNER BINARY: probabilities of the fixtu
 
 parity() {
     classify_json x86_64 "" "$CARGO_TARGET_DIR/debug/sonoedge"
-    QEMU_CPU=cortex-a72 classify_json aarch64 "$(runner_for aarch64-unknown-linux-gnu)" "$CARGO_TARGET_DIR/aarch64-unknown-linux-gnu/debug/sonoedge"
-    QEMU_CPU=cortex-a76 classify_json aarch64-a76 "$(runner_for aarch64-unknown-linux-gnu)" "$CARGO_TARGET_DIR/aarch64-unknown-linux-gnu/debug/sonoedge"
+    QEMU_CPU=cortex-a72 classify_json aarch64 "$(runner_for aarch64-unknown-linux-gnu)" "$(target_dir_for aarch64-unknown-linux-gnu)/aarch64-unknown-linux-gnu/debug/sonoedge"
+    QEMU_CPU=cortex-a76 classify_json aarch64-a76 "$(runner_for aarch64-unknown-linux-gnu)" "$(target_dir_for aarch64-unknown-linux-gnu)/aarch64-unknown-linux-gnu/debug/sonoedge"
     classify_json armv7 "$(runner_for armv7-unknown-linux-gnueabihf)" "$(target_dir_for armv7-unknown-linux-gnueabihf)/armv7-unknown-linux-gnueabihf/debug/sonoedge"
     python3 tests/cross_parity.py 1e-4 "$logs"/classify-x86_64.jsonl "$logs"/classify-aarch64.jsonl "$logs"/classify-aarch64-a76.jsonl "$logs"/classify-armv7.jsonl
 }
@@ -286,7 +331,7 @@ vm_tests() {
         echo "     Running tests/vivid_vm.rs ($bin, SONOEDGE_VM_ARCH=$1)"
         env SONOEDGE_VM_ARCH="$@" "$bin" --ignored --nocapture
     }
-    run_tests vm-aarch64 vm_run aarch64 SONOEDGE_VM_BIN_DIR="$CARGO_TARGET_DIR/aarch64-unknown-linux-gnu/debug" >"$logs/vm-aarch64.out" 2>&1 &
+    run_tests vm-aarch64 vm_run aarch64 SONOEDGE_VM_BIN_DIR="$(target_dir_for aarch64-unknown-linux-gnu)/aarch64-unknown-linux-gnu/debug" >"$logs/vm-aarch64.out" 2>&1 &
     local aarch64_vm=$! rc=0
     run_tests vm-x86_64 vm_run x86_64   # (not in an `||`: that would turn off errexit inside it)
     wait "$aarch64_vm" || rc=$?
@@ -301,6 +346,12 @@ summary() { # summary NAME: "NAME: N passed, N failed, N ignored"
 }
 
 stage setup setup_quick
+if ! $quick; then
+    side_start setup-full normal setup_full_job
+    side_start cargo-deb idle env CARGO_TARGET_DIR="$CARGO_TARGET_DIR/cargo-deb-build" deploy/debian/build-debs.sh tools
+    side_start build-aarch64 idle after_setup_full cross_build aarch64-unknown-linux-gnu
+    side_start build-armv7 idle after_setup_full cross_build armv7-unknown-linux-gnueabihf
+fi
 stage lint lint
 stage build-x86_64 cargo test --workspace --all-targets --no-run --locked
 stage test-x86_64 run_tests x86_64 cargo test --workspace --all-targets --locked
@@ -311,19 +362,15 @@ if $quick; then
     summary x86_64
     exit 0
 fi
-stage setup-full setup_full
+stage setup-full side_wait setup-full
 stage interop interop_tests
 stage live-view live_view_tests
-stage build-aarch64 cross_build aarch64-unknown-linux-gnu
-# The armv7 build runs beside the A72 tests, niced: emulated tests wait on their daemons and brokers
-# and leave the cores partly idle; the tests scale their deadlines and measure their own pace
-# (the clinical hold), so a build beside them slows them without failing them.
-echo "=== [build-armv7] started beside test-aarch64-a72 (nice 10); its log follows that stage"
-nice -n 10 bash -c "$(declare -f target_dir_for zig_target cross_build); GLIBC_MAX=$GLIBC_MAX cross_build armv7-unknown-linux-gnueabihf" \
-    >"$logs/build-armv7.log" 2>&1 &
-armv7_build=$!
+# The side builds' stages time only what is left of them when they are needed.
+stage build-aarch64 side_wait build-aarch64
+# The armv7 build goes on beside the A72 tests (still at idle priority: emulated tests wait on
+# their daemons and brokers and leave the cores partly idle).
 stage test-aarch64-a72 cross_tests aarch64-unknown-linux-gnu cortex-a72 aarch64-a72
-stage build-armv7 wait_build "$armv7_build" "$logs/build-armv7.log"
+stage build-armv7 side_wait build-armv7
 stage test-aarch64-a76 cross_tests aarch64-unknown-linux-gnu cortex-a76 aarch64-a76 "${A76_FILTERS[@]}"
 stage test-armv7 cross_tests armv7-unknown-linux-gnueabihf cortex-a7 armv7 "${ARMV7_FILTERS[@]}"
 stage compare-test-lists compare_lists
@@ -335,6 +382,7 @@ stage glibc glibc_check
 # tree the same features without rumqttd and the dev-dependencies (checked in the lint stage by
 # tests/deb/same-features.sh).
 export SONOEDGE_DEB_PROFILE=dev   # see deploy/debian/build-debs.sh
+stage cargo-deb side_wait cargo-deb
 stage deb tests/deb/check.sh
 stage vm-vivid vm_tests
 

@@ -2,9 +2,10 @@
 # deploy/debian/build-debs.sh owns building the sonoedge .deb packages (cargo-deb, metadata in
 # Cargo.toml [package.metadata.deb]). Production builds: release profile, no `demo` feature.
 #
-# Usage: deploy/debian/build-debs.sh [amd64|arm64|armhf|all]   (default amd64)
+# Usage: deploy/debian/build-debs.sh [amd64|arm64|armhf|all|tools]   (default amd64)
 #   amd64        `cargo deb` on this x86-64 host (glibc of the build host; Depends from dpkg-shlibdeps)
 #   arm64 armhf  `cargo zigbuild` against glibc 2.31, then `cargo deb --no-build` (variant glibc231)
+#   tools        only installs cargo-deb if missing (tests/run-all.sh does it early, beside other stages)
 # The .debs land in $CARGO_TARGET_DIR/debian/ (default target dir: /var/cache/sonoedge/target when
 # writable, as tests/run-all.sh). Needs cargo-deb 3.8.0 (installed here if missing); the ARM builds
 # also need cargo-zigbuild and zig (`pip install cargo-zigbuild ziglang`) and the Debian binutils
@@ -74,6 +75,7 @@ build_cross() { # build_cross DEBIAN_ARCH RUST_TARGET
     report "$(ls -t "$out"/sonoedge_*_"$arch".deb | head -1)"
 }
 
+[ "${1:-}" = tools ] && { ensure_cargo_deb; exit 0; }
 ensure_cargo_deb
 case "${1:-amd64}" in
     amd64) build_amd64 ;;
@@ -84,5 +86,5 @@ case "${1:-amd64}" in
         build_cross arm64 aarch64-unknown-linux-gnu
         build_cross armhf armv7-unknown-linux-gnueabihf
         ;;
-    *) echo "usage: $0 [amd64|arm64|armhf|all]" >&2; exit 2 ;;
+    *) echo "usage: $0 [amd64|arm64|armhf|all|tools]" >&2; exit 2 ;;
 esac
