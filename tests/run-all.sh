@@ -17,6 +17,10 @@
 # Cuts since (README, "Time"): the .deb reuses the test build's tract (-~450 s), the A76 runs only
 # the tests whose results come from tract's kernels (-~400 s), the armv7 build runs niced beside the
 # A72 tests and the two VMs run at once (-~240 s): ~80 min cold by those figures.
+# Measured 2026-12-03 cold (778b583): ~98 min, over again (lint 394 s, x86-64 build 790 s, release
+# 600 s, aarch64 build 819 s, A72 828 s, armv7 build 964 s mostly after the A72 run, cargo-deb
+# install 262 s). Since: the ARM builds and the cargo-deb install start at the beginning as
+# idle-priority side jobs (below) that fill the cores' idle time; setup-full runs beside the lint.
 # Stage budgets every new test must fit in: lint <= 5 min cold, release build <= 9 min cold,
 # interop <= 3 min, live-view <= 2 min, each full ARM test run <= 12 min, VMs <= 5 min;
 # hardening, capture, clinical, eval and fleet tests get <= 3 min of x86-64 test time together
