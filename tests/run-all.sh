@@ -129,6 +129,7 @@ target_dir_for() {
         *) echo "$CARGO_TARGET_DIR" ;;
     esac
 }
+debug_dir_for() { echo "$(target_dir_for "$1")/$1/debug"; }   # debug_dir_for TARGET: where its test build leaves sonoedge
 cross_build() { # cross_build TARGET: the target's test binaries (and sonoedge, v4l2_ctl), built once
     CARGO_TARGET_DIR=$(target_dir_for "$1") cargo-zigbuild test --workspace --all-targets --no-run --locked --target "$(zig_target "$1")"
 }
@@ -215,16 +216,16 @@ classify_json() { # classify_json NAME RUNNER BINARY: probabilities of the fixtu
 
 parity() {
     classify_json x86_64 "" "$CARGO_TARGET_DIR/debug/sonoedge"
-    QEMU_CPU=cortex-a72 classify_json aarch64 "$(runner_for aarch64-unknown-linux-gnu)" "$(target_dir_for aarch64-unknown-linux-gnu)/aarch64-unknown-linux-gnu/debug/sonoedge"
-    QEMU_CPU=cortex-a76 classify_json aarch64-a76 "$(runner_for aarch64-unknown-linux-gnu)" "$(target_dir_for aarch64-unknown-linux-gnu)/aarch64-unknown-linux-gnu/debug/sonoedge"
-    classify_json armv7 "$(runner_for armv7-unknown-linux-gnueabihf)" "$(target_dir_for armv7-unknown-linux-gnueabihf)/armv7-unknown-linux-gnueabihf/debug/sonoedge"
+    QEMU_CPU=cortex-a72 classify_json aarch64 "$(runner_for aarch64-unknown-linux-gnu)" "$(debug_dir_for aarch64-unknown-linux-gnu)/sonoedge"
+    QEMU_CPU=cortex-a76 classify_json aarch64-a76 "$(runner_for aarch64-unknown-linux-gnu)" "$(debug_dir_for aarch64-unknown-linux-gnu)/sonoedge"
+    classify_json armv7 "$(runner_for armv7-unknown-linux-gnueabihf)" "$(debug_dir_for armv7-unknown-linux-gnueabihf)/sonoedge"
     python3 tests/cross_parity.py 1e-4 "$logs"/classify-x86_64.jsonl "$logs"/classify-aarch64.jsonl "$logs"/classify-aarch64-a76.jsonl "$logs"/classify-armv7.jsonl
 }
 
 glibc_check() {
     local target bin need
     for target in "${ARM_TARGETS[@]}"; do
-        bin=$(target_dir_for "$target")/$target/debug/sonoedge
+        bin=$(debug_dir_for "$target")/sonoedge
         need=$(readelf -V --wide "$bin" | grep -o 'GLIBC_[0-9][0-9.]*' | sed 's/GLIBC_//' | sort -uV | tail -1)
         echo "$target: sonoedge needs glibc $need (limit $GLIBC_MAX)"
         [ "$(printf '%s\n%s\n' "$need" "$GLIBC_MAX" | sort -V | tail -1)" = "$GLIBC_MAX" ] || { echo "FAIL: $bin needs glibc $need" >&2; return 1; }
@@ -337,7 +338,7 @@ vm_tests() {
         echo "     Running tests/vivid_vm.rs ($bin, SONOEDGE_VM_ARCH=$1)"
         env SONOEDGE_VM_ARCH="$@" "$bin" --ignored --nocapture
     }
-    run_tests vm-aarch64 vm_run aarch64 SONOEDGE_VM_BIN_DIR="$(target_dir_for aarch64-unknown-linux-gnu)/aarch64-unknown-linux-gnu/debug" >"$logs/vm-aarch64.out" 2>&1 &
+    run_tests vm-aarch64 vm_run aarch64 SONOEDGE_VM_BIN_DIR="$(debug_dir_for aarch64-unknown-linux-gnu)" >"$logs/vm-aarch64.out" 2>&1 &
     local aarch64_vm=$! rc=0
     run_tests vm-x86_64 vm_run x86_64   # (not in an `||`: that would turn off errexit inside it)
     wait "$aarch64_vm" || rc=$?

@@ -75,7 +75,6 @@ build_cross() { # build_cross DEBIAN_ARCH RUST_TARGET
     report "$(ls -t "$out"/sonoedge_*_"$arch".deb | head -1)"
 }
 
-[ "${1:-}" = tools ] && { ensure_cargo_deb; exit 0; }
 ensure_cargo_deb
 case "${1:-amd64}" in
     amd64) build_amd64 ;;
@@ -86,5 +85,6 @@ case "${1:-amd64}" in
         build_cross arm64 aarch64-unknown-linux-gnu
         build_cross armhf armv7-unknown-linux-gnueabihf
         ;;
+    tools) ;;   # cargo-deb only: ensure_cargo_deb above
     *) echo "usage: $0 [amd64|arm64|armhf|all|tools]" >&2; exit 2 ;;
 esac
