@@ -7,6 +7,7 @@ mod graph;
 mod heads;
 mod pack;
 mod profile;
+mod qlinear;
 mod responsive;
 mod rewrite;
 #[cfg(test)]

@@ -41,6 +41,11 @@ impl ParallelPack {
         Ok(Some(ParallelPack { inner: inner.clone(), format: format.clone(), k_axis, mn_axis }))
     }
 
+    /// The packed input's k and mn axes.
+    pub fn axes(&self) -> (usize, usize) {
+        (self.k_axis, self.mn_axis)
+    }
+
     /// Each matrix of a batch packed by tract's own format, matrices split across the threads;
     /// `None` for a single matrix.
     fn pack_batch(&self, input: &Tensor) -> TractResult<Option<TVec<Box<dyn MMMInputValue>>>> {

@@ -4,6 +4,7 @@
 
 use super::heads::ParallelHeads;
 use super::pack::ParallelPack;
+use super::qlinear::QLinear;
 use tract_linalg::multithread::par_chunks_mut;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
@@ -20,12 +21,16 @@ pub struct Rewrites {
     pub packs: usize,
     /// batched products (attention heads) split head by head, now [`ParallelHeads`].
     pub heads: usize,
+    /// int8 products with their zero-point term and cast to f32, now [`QLinear`] (x86-64 AVX2
+    /// without VNNI only: where tract packs the weights for its AVX2 kernel).
+    pub linears: usize,
 }
 
 /// In an optimized plan: folds `Reduce<Sum>(Cast(Const))` weight sums to constants, and replaces
 /// tract's dynamic quantizer and `Cast(i8 -> i32) -> Reduce<Sum>` row sums by [`DynQuantU8`] and
 /// [`RowSumI8`], the activations' packing before the matrix kernels by [`ParallelPack`], and
-/// batched products by [`ParallelHeads`]; the row sums, packing and batched products split their
+/// batched products by [`ParallelHeads`], and on AVX2 CPUs without VNNI the int8 products by
+/// [`QLinear`]; the row sums, packing and batched products split their
 /// work across the plan's thread pool. Outputs are bit-identical.
 pub fn rewrite(model: &mut TypedModel) -> TractResult<Rewrites> {
     let mut done = Rewrites::default();
@@ -46,6 +51,13 @@ pub fn rewrite(model: &mut TypedModel) -> TractResult<Rewrites> {
         } else if let Some(heads) = ParallelHeads::for_node(node) {
             TypedModelPatch::replace_single_op(model, node, &node.inputs, heads)?.apply(model)?;
             done.heads += 1;
+        }
+    }
+    // After the packing is ParallelPack: QLinear reads the activations that packing reads.
+    for id in model.eval_order()? {
+        if let Some(patch) = QLinear::patch_for(model, model.node(id))? {
+            patch.apply(model)?;
+            done.linears += 1;
         }
     }
     if done != Rewrites::default() {
