@@ -8,6 +8,7 @@
 use std::sync::Arc;
 
 use tract_linalg::mmm::{EagerPackedInput, OutputStoreSpec};
+#[cfg(target_arch = "x86_64")]
 use tract_linalg::multithread::par_chunks_mut;
 use tract_linalg::pack::PackedFormat;
 use tract_linalg::BinOp;
