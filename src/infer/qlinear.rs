@@ -5,6 +5,8 @@
 //! drops) and writes the f32 products the plan's `OptMatMul` + `Cast` wrote, exactly: i16 pairs
 //! through `vpmaddwd`, split by output columns across the plan's thread pool.
 
+#[cfg(target_arch = "x86_64")]
+use std::ops::Range;
 use std::sync::Arc;
 
 use tract_linalg::mmm::{EagerPackedInput, OutputStoreSpec};
@@ -25,6 +27,11 @@ const BLOCK: usize = 16;
 /// Rows (tokens) per kernel tile.
 #[cfg(target_arch = "x86_64")]
 const ROWS: usize = 6;
+/// Pairs of k per pass over all the columns: 768 values of k, so that a pass's activations (197
+/// tokens x 768 x 2 bytes) stay in a core's L2 while every column block reads them; a longer k
+/// (ViT's MLP output, 3072) takes several passes, the i32 sums kept in the output in between.
+#[cfg(target_arch = "x86_64")]
+const PASS_PAIRS: usize = 384;
 
 /// `c[i, j] = (Σ_k a[i, k] · w[k, j] - sub[j]) as f32` for i8 activations `a` (tract's `q - 128`),
 /// i8 weights `w` and tract's i32 zero-point term. The weights are stored by blocks of 16 columns,
@@ -125,15 +132,17 @@ impl QLinear {
         Ok(Some((QLinear::new(w, c_shape), cast)))
     }
 
-    /// Columns `[block * 16, block * 16 + 16)` of `c` for every row, into `out` (row-major `[m, n]`).
+    /// Columns `[block * 16, block * 16 + 16)` of `c` for every row and the pairs of `pass`, into
+    /// `out` (row-major `[m, n]`): i32 sums between passes, f32 after the last.
     ///
     /// # Safety
     /// The CPU has AVX2; `a` holds `m` rows of `k` i16; `out` points at `m * n` f32 of which no
-    /// other thread writes these columns.
+    /// other thread writes these columns, holding the earlier passes' sums unless `pass` is the first.
     #[cfg(target_arch = "x86_64")]
-    unsafe fn run_block(&self, a: &[i16], m: usize, sub: &[i32], out: *mut f32, block: usize) {
+    unsafe fn run_block(&self, a: &[i16], m: usize, sub: &[i32], out: *mut f32, block: usize, pass: Range<usize>) {
         let w = &self.weights[block * BLOCK * self.k..(block + 1) * BLOCK * self.k];
-        let tile = Tile { k: self.k, n: self.n, w: w.as_ptr(), col: block * BLOCK, sub };
+        let (first, last) = (pass.start == 0, pass.end == self.k / 2);
+        let tile = Tile { k: self.k, n: self.n, w: w.as_ptr(), col: block * BLOCK, sub, pass, first, last };
         let mut row = 0;
         while row < m {
             let rows = (m - row).min(ROWS);
@@ -163,22 +172,40 @@ struct Tile<'s> {
     w: *const i8,
     col: usize,
     sub: &'s [i32],
+    /// The pairs of k this pass sums, and whether it is the first (sums start at 0) or the last
+    /// (the f32 result is written) of the passes.
+    pass: Range<usize>,
+    first: bool,
+    last: bool,
 }
 
 #[cfg(target_arch = "x86_64")]
 impl Tile<'_> {
     /// `out[r, col + j] = (Σ_k a[r, k] w[k, j] - sub[col + j]) as f32` for `R` rows and the block's
-    /// columns, over k pairs (32 bytes of interleaved weights each).
+    /// columns, over k pairs (32 bytes of interleaved weights each), this pass's share of them.
     ///
     /// # Safety
     /// AVX2; `a` holds `R` rows of `k` i16 (stride `k`); `out` holds `R` rows of stride `n` with
-    /// the block's columns inside; `w` holds the block's k / 2 pairs.
+    /// the block's columns inside (the earlier passes' i32 sums unless first); `w` holds the block's
+    /// k / 2 pairs.
     #[target_feature(enable = "avx2")]
     unsafe fn run<const R: usize>(&self, a: *const i16, out: *mut f32) {
         use std::arch::x86_64::*;
         let k = self.k;
+        let cols = (self.n - self.col).min(BLOCK);
         let mut c = [[_mm256_setzero_si256(); 2]; R];
-        for p in 0..k / 2 {
+        if !self.first {
+            for (r, c) in c.iter_mut().enumerate() {
+                let mut lanes = [0i32; BLOCK];
+                // SAFETY: row r of `out` has the block's `cols` columns, holding i32 sums.
+                unsafe { std::ptr::copy_nonoverlapping(out.add(r * self.n + self.col) as *const i32, lanes.as_mut_ptr(), cols) };
+                // SAFETY: `lanes` holds 16 i32: two unaligned 8-lane loads.
+                unsafe {
+                    *c = [_mm256_loadu_si256(lanes.as_ptr() as *const __m256i), _mm256_loadu_si256(lanes.as_ptr().add(8) as *const __m256i)]
+                };
+            }
+        }
+        for p in self.pass.clone() {
             // SAFETY: pair p is bytes 32p..32p+32 of the block; each half, widened, is 8 i16 pairs.
             let (y0, y1) = unsafe {
                 let x = self.w.add(32 * p) as *const __m128i;
@@ -192,11 +219,18 @@ impl Tile<'_> {
                 c[1] = _mm256_add_epi32(c[1], _mm256_madd_epi16(y1, b));
             }
         }
-        let cols = (self.n - self.col).min(BLOCK);
         for (r, c) in c.iter().enumerate() {
             // SAFETY: row r of `out` has the block's columns (checked by the caller's shape).
             let row = unsafe { out.add(r * self.n + self.col) };
-            if cols == BLOCK {
+            if !self.last {
+                let mut lanes = [0i32; BLOCK];
+                // SAFETY: `lanes` holds 16 i32; row r of `out` has `cols` columns for the sums.
+                unsafe {
+                    _mm256_storeu_si256(lanes.as_mut_ptr() as *mut __m256i, c[0]);
+                    _mm256_storeu_si256(lanes.as_mut_ptr().add(8) as *mut __m256i, c[1]);
+                    std::ptr::copy_nonoverlapping(lanes.as_ptr(), row as *mut i32, cols);
+                }
+            } else if cols == BLOCK {
                 for (half, c) in c.iter().enumerate() {
                     // SAFETY: `sub` has n values and col + 16 <= n; 8 f32 stored inside the row.
                     unsafe {
@@ -304,14 +338,19 @@ impl EvalOp for QLinear {
         ensure!(c.len() == m * self.n, "QLinear: output shape {:?} for {m} rows", self.c_shape);
         let out = Columns(c.try_as_plain_ram_mut()?.as_slice_mut::<f32>()?.as_mut_ptr());
         let mut blocks: Vec<usize> = (0..self.n.div_ceil(BLOCK)).collect();
-        par_chunks_mut(&mut blocks, 1, usize::MAX, |_, blocks| {
-            for &block in blocks.iter() {
-                // SAFETY: AVX2 was detected when the plan was rewritten; `a` is m rows of k; blocks
-                // are disjoint across threads, so is every column they write.
-                unsafe { self.run_block(&a, m, sub, out.ptr(), block) };
-            }
-            Ok(())
-        })?;
+        let pairs = self.k / 2;
+        for start in (0..pairs).step_by(PASS_PAIRS) {
+            let pass = start..(start + PASS_PAIRS).min(pairs);
+            par_chunks_mut(&mut blocks, 1, usize::MAX, |_, blocks| {
+                for &block in blocks.iter() {
+                    // SAFETY: AVX2 was detected when the plan was rewritten; `a` is m rows of k;
+                    // blocks are disjoint across threads, so is every column they write; the
+                    // passes run one after another, each after the sums of the one before.
+                    unsafe { self.run_block(&a, m, sub, out.ptr(), block, pass.clone()) };
+                }
+                Ok(())
+            })?;
+        }
         Ok(tvec!(c.into_tvalue()))
     }
 
