@@ -1,9 +1,11 @@
-//! Dynamic-int8 linear layers on x86-64 CPUs with AVX2 but no int8 dot-product instructions (no
-//! VNNI: Zen 2 and 3, Haswell to Comet Lake), where tract's `avx2_mmm_i32_8x8` runs ViT-B's int8
-//! products ~3x slower than its own fp32 ones. One operator takes the offset activations, tract's
-//! zero-point term and the weights (repacked once at load from tract's panels, which the plan then
-//! drops) and writes the f32 products the plan's `OptMatMul` + `Cast` wrote, exactly: i16 pairs
-//! through `vpmaddwd`, split by output columns across the plan's thread pool.
+//! Dynamic-int8 linear layers on x86-64, where tract's int8 kernels leave much of the CPU unused:
+//! on AVX2 CPUs without VNNI (Zen 2 and 3, Haswell to Comet Lake) its `avx2_mmm_i32_8x8` runs
+//! ViT-B's int8 products ~3x slower than its fp32 ones; on AVX-512 VNNI CPUs its 8x8 ymm tile took
+//! 117 ms of a frame where this one's 8x32 zmm tile takes 81 (docs/speed.md). One operator takes
+//! the offset activations, tract's zero-point term and the weights (repacked once at load from
+//! tract's panels, which the plan then drops) and writes the f32 products the plan's `OptMatMul` +
+//! `Cast` wrote, exactly: i16 pairs through `vpmaddwd` (AVX2) or u8 x i8 quads through `vpdpbusd`
+//! (VNNI), split by output columns across the plan's thread pool.
 
 #[cfg(target_arch = "x86_64")]
 use std::ops::Range;
@@ -12,7 +14,7 @@ use std::sync::Arc;
 use tract_linalg::mmm::{EagerPackedInput, OutputStoreSpec};
 #[cfg(target_arch = "x86_64")]
 use tract_linalg::multithread::par_chunks_mut;
-use tract_linalg::pack::PackedFormat;
+use tract_linalg::pack::{PackedFormat, PackedI8K4};
 use tract_linalg::BinOp;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
@@ -21,24 +23,121 @@ use tract_onnx::tract_core::ops::matmul::optimized::{MatMulOperand, OptMatMul, P
 
 use super::pack::ParallelPack;
 
-/// Output columns per block: two of tract's 8-column weight panels.
 #[cfg(target_arch = "x86_64")]
-const BLOCK: usize = 16;
-/// Rows (tokens) per kernel tile.
+#[path = "qlinear_avx2.rs"]
+mod avx2;
 #[cfg(target_arch = "x86_64")]
-const ROWS: usize = 6;
-/// Pairs of k per pass over all the columns: 768 values of k, so that a pass's activations (197
-/// tokens x 768 x 2 bytes) stay in a core's L2 while every column block reads them; a longer k
-/// (ViT's MLP output, 3072) takes several passes, the i32 sums kept in the output in between.
+#[path = "qlinear_vnni.rs"]
+mod vnni;
+
+/// Values of k per pass over all the columns: 768, so that a pass's activations (197 tokens x 768
+/// x 2 bytes at most) stay in a core's L2 while every column block reads them; a longer k (ViT's
+/// MLP output, 3072) takes several passes, the i32 sums kept in the output in between.
 #[cfg(target_arch = "x86_64")]
-const PASS_PAIRS: usize = 384;
+const PASS_K: usize = 768;
+
+/// The instruction that sums the int8 products, which sets how the weights are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // never chosen off x86-64
+enum Kernel {
+    /// AVX2 `vpmaddwd` on i16 pairs of k: blocks of 16 columns, each by pairs of k,
+    /// `(w[2p, j], w[2p + 1, j])` for j = 0..16, 32 bytes a pair.
+    Pairs,
+    /// AVX-512 VNNI `vpdpbusd` on quads of k, u8 activations x i8 weights: blocks of 32 columns,
+    /// each by quads of k, `w[4q..4q + 4, j]` for j = 0..32, 128 bytes a quad.
+    Quads,
+}
+
+impl Kernel {
+    /// The kernel for weights tract packed as `panels` on this CPU: VNNI's wherever the CPU has
+    /// AVX-512 VNNI; AVX2's only where tract chose its own AVX2 kernel, never in place of one of
+    /// its dot-product kernels (AVX-VNNI without AVX-512).
+    fn for_panels(panels: Panels) -> Option<Kernel> {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512vnni") {
+                return Some(Kernel::Quads);
+            }
+            if std::is_x86_feature_detected!("avx2") && panels == (Panels::KOuter { r: 8 }) {
+                return Some(Kernel::Pairs);
+            }
+        }
+        let _ = panels;
+        None
+    }
+
+    /// Output columns per block.
+    const fn block(self) -> usize {
+        match self {
+            Kernel::Pairs => 16,
+            Kernel::Quads => 32,
+        }
+    }
+
+    /// Values of k one instruction sums into each column's lane.
+    const fn step(self) -> usize {
+        match self {
+            Kernel::Pairs => 2,
+            Kernel::Quads => 4,
+        }
+    }
+}
+
+/// How tract laid out the weights it packed: panels of `r` columns, each k-major (its AVX2
+/// kernel's `PackedFormat`) or by quads of k (`PackedI8K4`, its dot-product kernels').
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Panels {
+    KOuter { r: usize },
+    Quads { r: usize },
+}
+
+impl Panels {
+    fn of(w: &EagerPackedInput) -> Option<Panels> {
+        let format = &w.fact.format;
+        if let Some(f) = format.downcast_ref::<PackedFormat>() {
+            return (f.dt == i8::datum_type()).then_some(Panels::KOuter { r: f.r });
+        }
+        format.downcast_ref::<PackedI8K4>().map(|f| Panels::Quads { r: f.r })
+    }
+
+    fn r(self) -> usize {
+        match self {
+            Panels::KOuter { r } | Panels::Quads { r } => r,
+        }
+    }
+
+    /// Bytes one panel's k rows take.
+    fn panel_len(self, k: usize) -> usize {
+        match self {
+            Panels::KOuter { r } => r * k,
+            Panels::Quads { r } => r * k.div_ceil(4) * 4,
+        }
+    }
+
+    /// Where weight `(kk, c)`, `c` its column within the panel, sits in the panel.
+    fn offset(self, kk: usize, c: usize) -> usize {
+        match self {
+            Panels::KOuter { r } => kk * r + c,
+            Panels::Quads { r } => (kk >> 2) * 4 * r + 4 * c + (kk & 3),
+        }
+    }
+
+    /// tract's blob holds every panel of `w` whole.
+    fn whole(self, w: &EagerPackedInput) -> bool {
+        self.r() > 0 && w.panel_bytes >= self.panel_len(w.fact.k) && w.packed.len() >= w.mn.div_ceil(self.r()) * w.panel_bytes
+    }
+}
 
 /// `c[i, j] = (Σ_k a[i, k] · w[k, j] - sub[j]) as f32` for i8 activations `a` (tract's `q - 128`),
-/// i8 weights `w` and tract's i32 zero-point term. The weights are stored by blocks of 16 columns,
-/// each block by pairs of k: `(w[2p, j], w[2p + 1, j])` for j = 0..16, 32 bytes a pair.
+/// i8 weights `w` and tract's i32 zero-point term, the weights stored as `kernel` reads them.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // never built off x86-64
 pub struct QLinear {
+    kernel: Kernel,
     weights: Arc<Vec<i8>>,
+    /// Added to tract's zero-point term: `Quads` reads the activations as `a + 128` (u8), which
+    /// adds 128 times each column's weight sum; empty for `Pairs`.
+    offset_sums: Arc<Vec<i32>>,
     k: usize,
     /// Output features (the weights' columns).
     n: usize,
@@ -47,11 +146,8 @@ pub struct QLinear {
 
 impl QLinear {
     /// The patch that replaces `node` (an int8 `OptMatMul`) and the `Cast` to f32 after it, when the
-    /// product has the shape this kernel computes and the CPU has AVX2.
+    /// product has the shape these kernels compute and the CPU has one of them.
     pub fn patch_for(model: &TypedModel, node: &TypedNode) -> TractResult<Option<TypedModelPatch>> {
-        if !cpu_supported() {
-            return Ok(None);
-        }
         let Some(op) = node.op_as::<OptMatMul>() else { return Ok(None) };
         let Some((op, cast)) = Self::for_matmul(model, node, op)? else { return Ok(None) };
         let Some(activations) = activations_of(model, node, op.k)? else { return Ok(None) };
@@ -63,30 +159,39 @@ impl QLinear {
         Ok(Some(patch))
     }
 
-    /// The operator for weights packed by tract in 8-column i8 panels (k outer, even k), writing
-    /// `c_shape`; columns past n are zero.
-    fn new(w: &EagerPackedInput, c_shape: &[usize]) -> QLinear {
-        debug_assert!(whole_panels(w));
-        let (k, n, panels) = (w.fact.k, w.mn, w.mn.div_ceil(8));
-        let mut weights = vec![0i8; n.div_ceil(16) * 16 * k];
-        // SAFETY: tract's blob holds `panels` panels of `panel_bytes`, each k rows of 8 bytes.
-        let packed = unsafe { std::slice::from_raw_parts(w.packed.as_ptr() as *const i8, panels * w.panel_bytes) };
-        for (panel, src) in packed.chunks_exact(w.panel_bytes).enumerate() {
-            let (block, half) = (panel / 2, panel % 2);
-            let block = &mut weights[block * 16 * k..(block + 1) * 16 * k];
-            for (pair, dst) in block.chunks_exact_mut(32).enumerate() {
-                let (even, odd) = (&src[16 * pair..16 * pair + 8], &src[16 * pair + 8..16 * pair + 16]);
-                for j in 0..8 {
-                    dst[16 * half + 2 * j] = even[j];
-                    dst[16 * half + 2 * j + 1] = odd[j];
+    /// The operator for weights tract packed as `panels` (whole panels, k a multiple of the
+    /// kernel's step), writing `c_shape`; columns past n are zero.
+    fn new(kernel: Kernel, w: &EagerPackedInput, panels: Panels, c_shape: &[usize]) -> QLinear {
+        debug_assert!(panels.whole(w) && w.fact.k.is_multiple_of(kernel.step()));
+        let (k, n, r) = (w.fact.k, w.mn, panels.r());
+        let (block, step) = (kernel.block(), kernel.step());
+        let mut weights = vec![0i8; n.div_ceil(block) * block * k];
+        let mut sums = vec![0i32; n];
+        // SAFETY: tract's blob holds n / r panels (rounded up) of `panel_bytes` (`panels.whole`).
+        let packed = unsafe { std::slice::from_raw_parts(w.packed.as_ptr() as *const i8, n.div_ceil(r) * w.panel_bytes) };
+        // step is 2 or 4: shifts and masks, not divisions, in the 86 M iterations of a ViT-B.
+        let shift = step.trailing_zeros();
+        for (p, src) in packed.chunks_exact(w.panel_bytes).enumerate() {
+            for (c, j) in (p * r..n.min(p * r + r)).enumerate() {
+                let dst = &mut weights[j / block * block * k..][..block * k];
+                let col = step * (j % block);
+                for kk in 0..k {
+                    let v = src[panels.offset(kk, c)];
+                    dst[((kk >> shift) << shift) * block + col + (kk & (step - 1))] = v;
+                    sums[j] += v as i32;
                 }
             }
         }
-        QLinear { weights: Arc::new(weights), k, n, c_shape: c_shape.into() }
+        let offset_sums = match kernel {
+            Kernel::Pairs => vec![],
+            Kernel::Quads => sums.iter().map(|s| s * 128).collect(),
+        };
+        QLinear { kernel, weights: Arc::new(weights), offset_sums: Arc::new(offset_sums), k, n, c_shape: c_shape.into() }
     }
 
     /// The operator for `op` and the `Cast` it feeds, when `op` is `[weights · activations] - row
-    /// term`, stored as `[.., tokens, features]` with i8 weights in 8-column panels and an even k.
+    /// term`, stored as `[.., tokens, features]` with i8 weights whole in tract's panels and a k
+    /// this CPU's kernel takes.
     fn for_matmul<'m>(model: &'m TypedModel, node: &TypedNode, op: &OptMatMul) -> TractResult<Option<(QLinear, &'m TypedNode)>> {
         let Some(c_shape) = op.c_fact.shape.as_concrete() else { return Ok(None) };
         let rank = c_shape.len();
@@ -107,19 +212,12 @@ impl QLinear {
             _ => return Ok(None),
         };
         let Some(w) = w.downcast_ref::<EagerPackedInput>() else { return Ok(None) };
-        let Some(format) = w.fact.format.downcast_ref::<PackedFormat>() else { return Ok(None) };
+        let Some(panels) = Panels::of(w) else { return Ok(None) };
+        let Some(kernel) = Kernel::for_panels(panels) else { return Ok(None) };
         let stored_as_c =
             matches!(stores.as_slice(), [OutputStoreSpec::View { m_axis, n_axis, .. }] if *m_axis == op.c_m_axis && *n_axis == op.c_n_axis);
         let n = c_shape[rank - 1];
-        if !shaped
-            || !oriented
-            || !stored_as_c
-            || format.dt != i8::datum_type()
-            || format.r != 8
-            || w.mn != n
-            || w.fact.k % 2 != 0
-            || !whole_panels(w)
-        {
+        if !shaped || !oriented || !stored_as_c || w.mn != n || w.fact.k == 0 || w.fact.k % kernel.step() != 0 || !panels.whole(w) {
             return Ok(None);
         }
         let Some(cast) = single_successor(model, node).filter(|s| s.op_as::<Cast>().is_some_and(|c| c.to == f32::datum_type())) else {
@@ -129,42 +227,75 @@ impl QLinear {
         if sub.datum_type != i32::datum_type() || sub.shape.as_concrete().map(|s| s.iter().product::<usize>()) != Some(n) {
             return Ok(None);
         }
-        Ok(Some((QLinear::new(w, c_shape), cast)))
+        Ok(Some((QLinear::new(kernel, w, panels, c_shape), cast)))
+    }
+}
+
+/// Runs a kernel over every block of columns and every pass of k: `eval`'s body once the
+/// activations are in the kernel's form.
+#[cfg(target_arch = "x86_64")]
+impl QLinear {
+    /// `c` (m rows of n f32) from the activations `a` (m rows of k, as the kernel reads them) and
+    /// the zero-point term `sub`: the column blocks split across the plan's threads, pass by pass.
+    fn run<A: Sync>(&self, a: &[A], sub: &[i32], c: &mut [f32]) -> TractResult<()> {
+        let (m, out) = (a.len() / self.k, Columns(c.as_mut_ptr()));
+        let mut blocks: Vec<usize> = (0..self.n.div_ceil(self.kernel.block())).collect();
+        let (steps, per_pass) = (self.k / self.kernel.step(), PASS_K / self.kernel.step());
+        for start in (0..steps).step_by(per_pass) {
+            let pass = start..(start + per_pass).min(steps);
+            par_chunks_mut(&mut blocks, 1, usize::MAX, |_, blocks| {
+                for &block in blocks.iter() {
+                    let tile = self.tile(sub, block, pass.clone());
+                    // SAFETY: the CPU has the kernel (detected when the plan was rewritten); `a`
+                    // is m rows of k; blocks are disjoint across threads, so is every column they
+                    // write; the passes run one after another, each after the sums of the one before.
+                    unsafe { self.run_tile(&tile, a.as_ptr() as *const u8, m, out.ptr()) };
+                }
+                Ok(())
+            })?;
+        }
+        Ok(())
     }
 
-    /// Columns `[block * 16, block * 16 + 16)` of `c` for every row and the pairs of `pass`, into
-    /// `out` (row-major `[m, n]`): i32 sums between passes, f32 after the last.
+    fn tile<'s>(&'s self, sub: &'s [i32], block: usize, pass: Range<usize>) -> Tile<'s> {
+        let size = self.kernel.block() * self.k;
+        let (first, last) = (pass.start == 0, pass.end == self.k / self.kernel.step());
+        Tile {
+            k: self.k,
+            n: self.n,
+            w: self.weights[block * size..][..size].as_ptr(),
+            col: block * self.kernel.block(),
+            sub,
+            pass,
+            first,
+            last,
+        }
+    }
+
+    /// The block's columns of every row, `rows` at a time.
     ///
     /// # Safety
-    /// The CPU has AVX2; `a` holds `m` rows of `k` i16; `out` points at `m * n` f32 of which no
-    /// other thread writes these columns, holding the earlier passes' sums unless `pass` is the first.
-    #[cfg(target_arch = "x86_64")]
-    unsafe fn run_block(&self, a: &[i16], m: usize, sub: &[i32], out: *mut f32, block: usize, pass: Range<usize>) {
-        let w = &self.weights[block * BLOCK * self.k..(block + 1) * BLOCK * self.k];
-        let (first, last) = (pass.start == 0, pass.end == self.k / 2);
-        let tile = Tile { k: self.k, n: self.n, w: w.as_ptr(), col: block * BLOCK, sub, pass, first, last };
-        let mut row = 0;
-        while row < m {
-            let rows = (m - row).min(ROWS);
-            // SAFETY: rows `row..row + rows` of `a` exist and their outputs are inside `out`, in
-            // columns this thread owns; `w` is the block's k / 2 pairs; AVX2 per the caller.
+    /// As [`Self::run`]: the CPU has the kernel; `a` points at m rows of k activations (i16 for
+    /// `Pairs`, u8 for `Quads`); `out` at m x n f32 whose block columns only this thread writes.
+    unsafe fn run_tile(&self, tile: &Tile, a: *const u8, m: usize, out: *mut f32) {
+        let rows = match self.kernel {
+            Kernel::Pairs => avx2::PAIRS_ROWS,
+            Kernel::Quads => vnni::QUADS_ROWS,
+        };
+        for row in (0..m).step_by(rows) {
+            // SAFETY: rows `row..row + rows` (or to m) exist in `a` and `out`; the caller's contract.
             unsafe {
-                let (a, out) = (a.as_ptr().add(row * self.k), out.add(row * self.n));
-                match rows {
-                    6 => tile.run::<6>(a, out),
-                    5 => tile.run::<5>(a, out),
-                    4 => tile.run::<4>(a, out),
-                    3 => tile.run::<3>(a, out),
-                    2 => tile.run::<2>(a, out),
-                    _ => tile.run::<1>(a, out),
+                let out = out.add(row * self.n);
+                match self.kernel {
+                    Kernel::Pairs => tile.pairs_rows((a as *const i16).add(row * self.k), out, (m - row).min(rows)),
+                    Kernel::Quads => tile.quads_rows(a.add(row * self.k), out, (m - row).min(rows)),
                 }
             }
-            row += rows;
         }
     }
 }
 
-/// One block of 16 output columns: two weight panels, the row term, where the block starts.
+/// One block of output columns over one pass of k: its weights, the row term, where it starts.
 #[cfg(target_arch = "x86_64")]
 struct Tile<'s> {
     k: usize,
@@ -172,100 +303,11 @@ struct Tile<'s> {
     w: *const i8,
     col: usize,
     sub: &'s [i32],
-    /// The pairs of k this pass sums, and whether it is the first (sums start at 0) or the last
-    /// (the f32 result is written) of the passes.
+    /// The steps (pairs or quads) of k this pass sums, and whether it is the first (sums start at
+    /// 0) or the last (the f32 result is written) of the passes.
     pass: Range<usize>,
     first: bool,
     last: bool,
-}
-
-#[cfg(target_arch = "x86_64")]
-impl Tile<'_> {
-    /// `out[r, col + j] = (Σ_k a[r, k] w[k, j] - sub[col + j]) as f32` for `R` rows and the block's
-    /// columns, over k pairs (32 bytes of interleaved weights each), this pass's share of them.
-    ///
-    /// # Safety
-    /// AVX2; `a` holds `R` rows of `k` i16 (stride `k`); `out` holds `R` rows of stride `n` with
-    /// the block's columns inside (the earlier passes' i32 sums unless first); `w` holds the block's
-    /// k / 2 pairs.
-    #[target_feature(enable = "avx2")]
-    unsafe fn run<const R: usize>(&self, a: *const i16, out: *mut f32) {
-        use std::arch::x86_64::*;
-        let k = self.k;
-        let cols = (self.n - self.col).min(BLOCK);
-        let mut c = [[_mm256_setzero_si256(); 2]; R];
-        if !self.first {
-            for (r, c) in c.iter_mut().enumerate() {
-                let mut lanes = [0i32; BLOCK];
-                // SAFETY: row r of `out` has the block's `cols` columns, holding i32 sums.
-                unsafe { std::ptr::copy_nonoverlapping(out.add(r * self.n + self.col) as *const i32, lanes.as_mut_ptr(), cols) };
-                // SAFETY: `lanes` holds 16 i32: two unaligned 8-lane loads.
-                unsafe {
-                    *c = [_mm256_loadu_si256(lanes.as_ptr() as *const __m256i), _mm256_loadu_si256(lanes.as_ptr().add(8) as *const __m256i)]
-                };
-            }
-        }
-        for p in self.pass.clone() {
-            // SAFETY: pair p is bytes 32p..32p+32 of the block; each half, widened, is 8 i16 pairs.
-            let (y0, y1) = unsafe {
-                let x = self.w.add(32 * p) as *const __m128i;
-                (_mm256_cvtepi8_epi16(_mm_loadu_si128(x)), _mm256_cvtepi8_epi16(_mm_loadu_si128(x.add(1))))
-            };
-            for (r, c) in c.iter_mut().enumerate() {
-                // SAFETY: row r has k i16; elements 2p and 2p + 1 are read as one i32.
-                let pair = unsafe { (a.add(r * k + 2 * p) as *const i32).read_unaligned() };
-                let b = _mm256_set1_epi32(pair);
-                c[0] = _mm256_add_epi32(c[0], _mm256_madd_epi16(y0, b));
-                c[1] = _mm256_add_epi32(c[1], _mm256_madd_epi16(y1, b));
-            }
-        }
-        for (r, c) in c.iter().enumerate() {
-            // SAFETY: row r of `out` has the block's columns (checked by the caller's shape).
-            let row = unsafe { out.add(r * self.n + self.col) };
-            if !self.last {
-                let mut lanes = [0i32; BLOCK];
-                // SAFETY: `lanes` holds 16 i32; row r of `out` has `cols` columns for the sums.
-                unsafe {
-                    _mm256_storeu_si256(lanes.as_mut_ptr() as *mut __m256i, c[0]);
-                    _mm256_storeu_si256(lanes.as_mut_ptr().add(8) as *mut __m256i, c[1]);
-                    std::ptr::copy_nonoverlapping(lanes.as_ptr(), row as *mut i32, cols);
-                }
-            } else if cols == BLOCK {
-                for (half, c) in c.iter().enumerate() {
-                    // SAFETY: `sub` has n values and col + 16 <= n; 8 f32 stored inside the row.
-                    unsafe {
-                        let s = _mm256_loadu_si256(self.sub.as_ptr().add(self.col + 8 * half) as *const __m256i);
-                        _mm256_storeu_ps(row.add(8 * half), _mm256_cvtepi32_ps(_mm256_sub_epi32(*c, s)));
-                    }
-                }
-            } else {
-                let mut lanes = [0i32; BLOCK];
-                // SAFETY: `lanes` holds 16 i32: two unaligned 8-lane stores.
-                unsafe {
-                    _mm256_storeu_si256(lanes.as_mut_ptr() as *mut __m256i, c[0]);
-                    _mm256_storeu_si256(lanes.as_mut_ptr().add(8) as *mut __m256i, c[1]);
-                }
-                for (j, &v) in lanes.iter().enumerate().take(cols) {
-                    // SAFETY: col + j < n: inside the row.
-                    unsafe { *row.add(j) = v.wrapping_sub(self.sub[self.col + j]) as f32 };
-                }
-            }
-        }
-    }
-}
-
-/// tract's blob holds every panel whole: k rows of 8 bytes each.
-fn whole_panels(w: &EagerPackedInput) -> bool {
-    w.panel_bytes >= 8 * w.fact.k && w.packed.len() >= w.mn.div_ceil(8) * w.panel_bytes
-}
-
-fn cpu_supported() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::is_x86_feature_detected!("avx2")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    false
 }
 
 /// The one node reading `node`'s only output, if there is exactly one.
@@ -304,7 +346,7 @@ impl Columns {
     }
 }
 
-// SAFETY: the threads write disjoint columns (see `run_block`), and the tensor outlives the scope.
+// SAFETY: the threads write disjoint columns (see `QLinear::run`), and the tensor outlives the scope.
 #[cfg(target_arch = "x86_64")]
 unsafe impl Send for Columns {}
 // SAFETY: as above.
@@ -317,7 +359,11 @@ impl Op for QLinear {
     }
 
     fn info(&self) -> TractResult<Vec<String>> {
-        Ok(vec![format!("k {} n {}, AVX2 i16 pairs", self.k, self.n)])
+        let kernel = match self.kernel {
+            Kernel::Pairs => "AVX2 i16 pairs",
+            Kernel::Quads => "AVX-512 VNNI u8 x i8 quads",
+        };
+        Ok(vec![format!("k {} n {}, {kernel}", self.k, self.n)])
     }
 
     op_as_typed_op!();
@@ -331,25 +377,18 @@ impl EvalOp for QLinear {
         let a8 = inputs[0].try_as_plain_ram()?.as_slice::<i8>()?;
         let sub = inputs[1].try_as_plain_ram()?.as_slice::<i32>()?;
         ensure!(a8.len() % self.k == 0 && sub.len() == self.n, "QLinear: inputs do not match k {} n {}", self.k, self.n);
-        let m = a8.len() / self.k;
-        let a: Vec<i16> = a8.iter().map(|&x| x as i16).collect();
-        // SAFETY: every element is written below (each block writes its columns of every row).
+        // SAFETY: every element is written by `run` (each block writes its columns of every row).
         let mut c = unsafe { Tensor::uninitialized_dt(f32::datum_type(), &self.c_shape)? };
-        ensure!(c.len() == m * self.n, "QLinear: output shape {:?} for {m} rows", self.c_shape);
-        let out = Columns(c.try_as_plain_ram_mut()?.as_slice_mut::<f32>()?.as_mut_ptr());
-        let mut blocks: Vec<usize> = (0..self.n.div_ceil(BLOCK)).collect();
-        let pairs = self.k / 2;
-        for start in (0..pairs).step_by(PASS_PAIRS) {
-            let pass = start..(start + PASS_PAIRS).min(pairs);
-            par_chunks_mut(&mut blocks, 1, usize::MAX, |_, blocks| {
-                for &block in blocks.iter() {
-                    // SAFETY: AVX2 was detected when the plan was rewritten; `a` is m rows of k;
-                    // blocks are disjoint across threads, so is every column they write; the
-                    // passes run one after another, each after the sums of the one before.
-                    unsafe { self.run_block(&a, m, sub, out.ptr(), block, pass.clone()) };
-                }
-                Ok(())
-            })?;
+        ensure!(c.len() == a8.len() / self.k * self.n, "QLinear: output shape {:?} for {} rows", self.c_shape, a8.len() / self.k);
+        let mut plain = c.try_as_plain_ram_mut()?;
+        let out = plain.as_slice_mut::<f32>()?;
+        match self.kernel {
+            Kernel::Pairs => self.run(&a8.iter().map(|&x| x as i16).collect::<Vec<i16>>(), sub, out)?,
+            Kernel::Quads => {
+                let a: Vec<u8> = a8.iter().map(|&x| x as u8 ^ 0x80).collect();
+                let sub: Vec<i32> = sub.iter().zip(self.offset_sums.iter()).map(|(s, o)| s.wrapping_add(*o)).collect();
+                self.run(&a, &sub, out)?
+            }
         }
         Ok(tvec!(c.into_tvalue()))
     }

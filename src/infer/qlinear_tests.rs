@@ -1,5 +1,6 @@
 //! Tests of the fused int8 linear operator against the integer product it computes, on weights
-//! packed by tract's own packer, at 1 and 2 threads.
+//! packed by tract's own packers (its AVX2 kernel's layout and its dot-product kernels' quads), for
+//! each kernel this CPU runs, at 1 and 2 threads.
 
 use super::*;
 use crate::infer::test_noise::xorshift;
@@ -21,11 +22,36 @@ fn bytes(count: usize, seed: u32) -> Vec<i8> {
     xorshift(seed).take(count).map(|s| (s >> 24) as u8 as i8).collect()
 }
 
-/// QLinear on `a` `[1, m, k]` and weights `[k, n]` packed as tract packs them for its AVX2 kernel.
-fn fused(a: &[i8], w: &[i8], sub: &[i32], m: usize, k: usize, n: usize, threads: usize) -> Vec<f32> {
+/// The kernels this CPU has, each with the weight layouts tract packs for its own kernels: k-major
+/// panels of 8 (AVX2) and quads of k in panels of 8 and 16 (VNNI 8x8 and 16x16).
+fn kernels_and_layouts() -> Vec<(Kernel, Box<dyn MMMInputFormat>)> {
+    let mut all: Vec<(Kernel, Box<dyn MMMInputFormat>)> = vec![];
+    for (kernel, has) in [(Kernel::Pairs, is_x86_feature_detected!("avx2")), (Kernel::Quads, is_x86_feature_detected!("avx512vnni"))] {
+        if has {
+            all.push((kernel, Box::new(PackedFormat::new(i8::datum_type(), 8, 4))));
+            all.push((kernel, Box::new(PackedI8K4::new(8))));
+            all.push((kernel, Box::new(PackedI8K4::new(16))));
+        }
+    }
+    all
+}
+
+/// QLinear with `kernel` on `a` `[1, m, k]` and weights `[k, n]` packed by tract in `format`.
+fn fused(
+    kernel: Kernel,
+    format: &dyn MMMInputFormat,
+    a: &[i8],
+    w: &[i8],
+    sub: &[i32],
+    (m, k, n): (usize, usize, usize),
+    threads: usize,
+) -> Vec<f32> {
     let weights = tract_ndarray::Array2::from_shape_vec((k, n), w.to_vec()).unwrap().into_tensor();
-    let packed = PackedFormat::new(i8::datum_type(), 8, 4).prepare_one(&weights, 0, 1).unwrap();
-    let op = QLinear::new(packed.downcast_ref::<EagerPackedInput>().unwrap(), &[1, m, n]);
+    let packed = format.prepare_one(&weights, 0, 1).unwrap();
+    let packed = packed.downcast_ref::<EagerPackedInput>().unwrap();
+    let panels = Panels::of(packed).unwrap();
+    assert!(panels.whole(packed), "{format}: {panels:?}");
+    let op = QLinear::new(kernel, packed, panels, &[1, m, n]);
     let mut model = TypedModel::default();
     let x = model.add_source("a", i8::fact([1, m, k])).unwrap();
     let s = model.add_source("sub", i32::fact([1, n])).unwrap();
@@ -46,35 +72,49 @@ fn fused(a: &[i8], w: &[i8], sub: &[i32], m: usize, k: usize, n: usize, threads:
 
 #[test]
 fn fused_product_equals_the_integer_product() {
-    if !std::is_x86_feature_detected!("avx2") {
-        eprintln!("no AVX2 on this CPU: QLinear is never used here");
+    let kernels = kernels_and_layouts();
+    if kernels.is_empty() {
+        eprintln!("neither AVX2 nor AVX-512 VNNI on this CPU: QLinear is never used here");
         return;
     }
-    // ViT-B's two shapes (k = 3072 in four passes); rows not a multiple of 6; columns ending in a
-    // part block (n % 16 = 8) or a part panel (n % 8 != 0); the smallest case; a last pass of 116 pairs.
-    for (i, (m, k, n)) in [(197, 768, 768), (197, 3072, 64), (1, 2, 1), (7, 4, 8), (13, 10, 24), (6, 70, 36), (200, 128, 3), (9, 1000, 40)]
-        .into_iter()
-        .enumerate()
-    {
-        let (a, w) = (bytes(m * k, 11 + i as u32), bytes(k * n, 29 + i as u32));
-        let sub: Vec<i32> = xorshift(47 + i as u32).take(n).map(|s| (s as i32) >> 8).collect();
-        let want = reference(&a, &w, &sub, m, k, n);
-        for threads in [1, 2] {
-            assert_eq!(fused(&a, &w, &sub, m, k, n, threads), want, "{m}x{k}x{n}, {threads} thread(s)");
+    // ViT-B's two shapes (k = 3072 in four passes); rows not a multiple of 6 or 8; columns ending
+    // in a part block (n % 16 = 8, n % 32 = 24) or a part panel (n % 8 != 0); the smallest cases;
+    // a last pass of 232 values of k. Pairs take an even k, quads a multiple of 4.
+    let shapes = [
+        (197, 768, 768),
+        (197, 3072, 64),
+        (1, 2, 1),
+        (1, 4, 1),
+        (7, 4, 8),
+        (13, 10, 24),
+        (6, 72, 36),
+        (200, 128, 3),
+        (9, 1000, 56),
+        (17, 64, 48),
+    ];
+    for (kernel, format) in &kernels {
+        for (i, &(m, k, n)) in shapes.iter().enumerate().filter(|(_, s)| s.1 % kernel.step() == 0) {
+            let (a, w) = (bytes(m * k, 11 + i as u32), bytes(k * n, 29 + i as u32));
+            let sub: Vec<i32> = xorshift(47 + i as u32).take(n).map(|s| (s as i32) >> 8).collect();
+            let want = reference(&a, &w, &sub, m, k, n);
+            for threads in [1, 2] {
+                let got = fused(*kernel, format.as_ref(), &a, &w, &sub, (m, k, n), threads);
+                assert_eq!(got, want, "{kernel:?} on {format}: {m}x{k}x{n}, {threads} thread(s)");
+            }
         }
     }
 }
 
 #[test]
 fn extreme_values_do_not_overflow_the_pairs() {
-    if !std::is_x86_feature_detected!("avx2") {
-        eprintln!("no AVX2 on this CPU: QLinear is never used here");
-        return;
-    }
-    // -128 x -128 twice per pair is 32768: one past i16, which vpmaddwd sums in i32 without loss.
-    let (m, k, n) = (7, 3072, 16);
-    for (a, w) in [(-128i8, -128i8), (127, -128), (-128, 127)] {
-        let (a, w, sub) = (vec![a; m * k], vec![w; k * n], vec![-5i32; n]);
-        assert_eq!(fused(&a, &w, &sub, m, k, n, 2), reference(&a, &w, &sub, m, k, n));
+    // -128 x -128 twice per pair is 32768: one past i16, which vpmaddwd sums in i32 without loss;
+    // as u8 for vpdpbusd, -128 is 0 and 127 is 255: 255 x -128 four times stays inside i32.
+    let (m, k, n) = (9, 3072, 40);
+    for (kernel, format) in &kernels_and_layouts() {
+        for (a, w) in [(-128i8, -128i8), (127, -128), (-128, 127), (127, 127)] {
+            let (a, w, sub) = (vec![a; m * k], vec![w; k * n], vec![-5i32; n]);
+            let got = fused(*kernel, format.as_ref(), &a, &w, &sub, (m, k, n), 2);
+            assert_eq!(got, reference(&a, &w, &sub, m, k, n), "{kernel:?} on {format}: a {} w {}", a[0], w[0]);
+        }
     }
 }

@@ -21,16 +21,16 @@ pub struct Rewrites {
     pub packs: usize,
     /// batched products (attention heads) split head by head, now [`ParallelHeads`].
     pub heads: usize,
-    /// int8 products with their zero-point term and cast to f32, now [`QLinear`] (x86-64 AVX2
-    /// without VNNI only: where tract packs the weights for its AVX2 kernel).
+    /// int8 products with their zero-point term and cast to f32, now [`QLinear`] (x86-64 only: on
+    /// AVX-512 VNNI CPUs, and on AVX2 CPUs where tract packs the weights for its AVX2 kernel).
     pub linears: usize,
 }
 
 /// In an optimized plan: folds `Reduce<Sum>(Cast(Const))` weight sums to constants, and replaces
 /// tract's dynamic quantizer and `Cast(i8 -> i32) -> Reduce<Sum>` row sums by [`DynQuantU8`] and
 /// [`RowSumI8`], the activations' packing before the matrix kernels by [`ParallelPack`], and
-/// batched products by [`ParallelHeads`], and on AVX2 CPUs without VNNI the int8 products by
-/// [`QLinear`]; the row sums, packing and batched products split their
+/// batched products by [`ParallelHeads`], and on x86-64 with AVX2 or AVX-512 VNNI the int8
+/// products by [`QLinear`]; the row sums, packing and batched products split their
 /// work across the plan's thread pool. Outputs are bit-identical.
 pub fn rewrite(model: &mut TypedModel) -> TractResult<Rewrites> {
     let mut done = Rewrites::default();

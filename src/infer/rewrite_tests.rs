@@ -188,9 +188,11 @@ fn linear_layer_is_bit_identical(m: usize, k: usize, n: usize) {
     if k * n * 4 > 4 << 20 {
         assert_eq!(done.weight_sums, 1, "tract left the widened weight sum in the plan: {done:?}");
     }
-    // QLinear takes the products tract gives its AVX2 kernel (x86-64 without VNNI), k even.
-    let avx2_int8 = plain.nodes.iter().any(|n| format!("{:?}", n.op).contains("avx2_mmm_i32"));
-    assert_eq!(done.linears, (avx2_int8 && k % 2 == 0) as usize, "{m}x{k}x{n}: {done:?}");
+    // QLinear takes the products tract gives its AVX2 kernel (k even) and, on AVX-512 VNNI CPUs,
+    // its VNNI kernels (k a multiple of 4).
+    let kernel = |name: &str| plain.nodes.iter().any(|n| format!("{:?}", n.op).contains(name));
+    let fused = (kernel("avx2_mmm_i32") && k.is_multiple_of(2)) || (kernel("avx512vnni_mmm_i32") && k.is_multiple_of(4));
+    assert_eq!(done.linears, fused as usize, "{m}x{k}x{n}: {done:?}");
     let names: Vec<String> = fast.nodes.iter().map(|n| n.op.name().to_string()).collect();
     assert!(!names.iter().any(|n| n == "DynamicQuantizeLinearU8"), "{names:?}");
     for (seed, amp, offset) in [(1u32, 2.0f32, 0.0f32), (2, 50.0, 10.0), (3, 0.01, -0.2)] {
